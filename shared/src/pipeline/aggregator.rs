@@ -1,0 +1,87 @@
+//! The aggregator: merge a finished job into the published list, once.
+//!
+//! `checking` -> `aggregating` is a conditional update, so a second aggregate message for a job
+//! that is already final is a no-op; a message for a job left in `aggregating` (its aggregator
+//! died) finishes it. The merge itself is idempotent and the write conditional, so a rerun or a
+//! concurrent job loses nothing.
+
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+
+use crate::job::{AggregateMessage, JobState, MessageError};
+use crate::list::CheckParams;
+use crate::pipeline::Services;
+use crate::table::Aggregation;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AggregateError {
+    #[error(transparent)]
+    Message(#[from] MessageError),
+    #[error(transparent)]
+    Table(#[from] crate::table::TableError),
+    #[error(transparent)]
+    Publish(#[from] crate::publish::PublishError),
+}
+
+/// How long unchecked entries stay listed: the deployment's configuration (file defaults laid
+/// under `PROXYHARVEST_LIST_MAX_AGE_HOURS` and the other variables).
+pub fn max_age_from_config() -> Result<Duration, crate::config::ConfigError> {
+    let mut cfg = crate::config::load(None)?;
+    cfg.apply_env(std::env::vars())?;
+    Ok(cfg.list.max_age)
+}
+
+/// Handles a batch; returns the ids of the records that failed.
+pub async fn handle(services: &Services, max_age: Duration, event: SqsEvent) -> SqsBatchResponse {
+    let mut response = SqsBatchResponse::default();
+    for record in event.records {
+        let id = record.message_id.clone().unwrap_or_default();
+        let body = record.body.as_deref().unwrap_or("");
+        if let Err(e) = process(services, max_age, body).await {
+            tracing::error!(message_id = %id, error = %e, "aggregate message failed; it will be retried");
+            response.add_failure(id);
+        }
+    }
+    response
+}
+
+pub async fn process(
+    services: &Services,
+    max_age: Duration,
+    body: &str,
+) -> Result<(), AggregateError> {
+    let msg = AggregateMessage::parse(body)?;
+    let job = &msg.job_id;
+    let span = tracing::info_span!("aggregate", job_id = %job);
+    let _enter = span.enter();
+    let rec = match services.table.begin_aggregation(job).await? {
+        Aggregation::Go(rec) => rec,
+        Aggregation::Final(rec) => {
+            tracing::info!(state = %rec.state, "job already final; nothing to do");
+            return Ok(());
+        }
+        Aggregation::NotReady(rec) => {
+            tracing::warn!(state = %rec.state, done = rec.chunks_done, total = rec.chunks_total, "aggregate message for a job that is not ready; ignored");
+            return Ok(());
+        }
+    };
+    let results = services.table.load_results(job).await?;
+    let params = rec.check.clone().unwrap_or_else(|| CheckParams {
+        judge: String::new(),
+        timeout_ms: 0,
+        connect_timeout_ms: 0,
+    });
+    let list = services
+        .publisher
+        .publish(&results, &params, Some(job.as_str()), max_age)
+        .await?;
+    let end = if rec.chunks_failed > 0 {
+        JobState::CompletePartial
+    } else {
+        JobState::Complete
+    };
+    services.table.finish(job, end, list.counts.total).await?;
+    tracing::info!(results = results.len(), listed = list.counts.total, state = %end, "job finished");
+    Ok(())
+}

@@ -1,0 +1,253 @@
+//! The validator: check one chunk, store its results once, count it once.
+//!
+//! Each SQS record is handled on its own: a malformed or unknown message becomes a batch item
+//! failure with a log line that says why (it goes back to the queue and, after the redrive limit,
+//! to the dead-letter queue) and never fails the rest of the batch. Checks stop starting before
+//! the invocation's deadline, leaving time to store and count. The invocation whose count
+//! completes the job sends the aggregate message; a redelivery of a chunk that was counted but
+//! whose aggregate message may have been lost sends it again (the aggregator is idempotent).
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use tokio::sync::Mutex;
+
+use crate::check::{CheckConfig, CheckError, Checker};
+use crate::job::{
+    AggregateMessage, CheckSpec, ChunkMessage, JobState, MESSAGE_VERSION, MessageError,
+};
+use crate::judge::JudgeConfig;
+use crate::pipeline::{LAMBDA_MAX_CONCURRENCY, Services, VALIDATOR_MARGIN};
+use crate::table::Counted;
+use crate::target::TargetPolicy;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkError {
+    #[error(transparent)]
+    Message(#[from] MessageError),
+    #[error("job {0} is unknown (never created, or expired from the table)")]
+    UnknownJob(String),
+    #[error("the chunk asks for private targets, which this deployment does not allow")]
+    PrivateNotAllowed,
+    #[error("bad check settings: {0}")]
+    Settings(String),
+    #[error("checker could not start: {0}")]
+    Checker(#[from] CheckError),
+    #[error(transparent)]
+    Table(#[from] crate::table::TableError),
+    #[error(transparent)]
+    Queue(#[from] crate::queue::QueueError),
+}
+
+/// Checkers by settings, kept across invocations: each learns its own IP once per environment.
+#[derive(Default)]
+pub struct Checkers {
+    by_spec: Mutex<HashMap<CheckSpec, Checker>>,
+}
+
+impl ChunkError {
+    /// Errors that no retry can fix: the message goes to the dead-letter queue at once.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            ChunkError::Message(_)
+                | ChunkError::UnknownJob(_)
+                | ChunkError::PrivateNotAllowed
+                | ChunkError::Settings(_)
+        )
+    }
+}
+
+impl Checkers {
+    async fn get(&self, spec: &CheckSpec) -> Result<Checker, ChunkError> {
+        let mut map = self.by_spec.lock().await;
+        if let Some(c) = map.get(spec) {
+            return Ok(c.clone());
+        }
+        let checker = Checker::new(check_config(spec)?).await?;
+        map.insert(spec.clone(), checker.clone());
+        Ok(checker)
+    }
+}
+
+/// The engine's configuration for a chunk's settings. A private judge's CA travels as PEM and
+/// is written to a temporary file for the TLS loader.
+pub fn check_config(spec: &CheckSpec) -> Result<CheckConfig, ChunkError> {
+    let url = |s: &str| url::Url::parse(s).map_err(|e| ChunkError::Settings(format!("{s}: {e}")));
+    let ca_file = match &spec.judge_ca_pem {
+        None => None,
+        Some(pem) => {
+            let path = std::env::temp_dir().join(format!(
+                "proxyharvest-judge-ca-{:016x}.pem",
+                fxhash(pem.as_bytes())
+            ));
+            std::fs::write(&path, pem)
+                .map_err(|e| ChunkError::Settings(format!("writing {}: {e}", path.display())))?;
+            Some(path)
+        }
+    };
+    let mut cfg = CheckConfig::new(JudgeConfig {
+        http: url(&spec.judge)?,
+        https: spec.judge_https.as_deref().map(url).transpose()?,
+        ca_file,
+    });
+    cfg.timeout = Duration::from_millis(spec.timeout_ms);
+    cfg.connect_timeout = Duration::from_millis(spec.connect_timeout_ms);
+    cfg.max_response_bytes = spec.max_response_bytes;
+    cfg.concurrency = spec.concurrency.min(LAMBDA_MAX_CONCURRENCY);
+    cfg.policy = TargetPolicy {
+        allow_private: spec.allow_private,
+    };
+    Ok(cfg)
+}
+
+fn fxhash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Handles a batch; returns the ids of the records that failed.
+pub async fn handle(
+    services: &Services,
+    checkers: &Checkers,
+    event: SqsEvent,
+    deadline: SystemTime,
+) -> SqsBatchResponse {
+    let mut response = SqsBatchResponse::default();
+    for record in event.records {
+        let id = record.message_id.clone().unwrap_or_default();
+        let body = record.body.as_deref().unwrap_or("");
+        let Err(e) = process(services, checkers, body, deadline).await else {
+            continue;
+        };
+        if e.is_permanent()
+            && let Some(dlq) = &services.chunk_dlq
+        {
+            match dlq.send(body).await {
+                Ok(()) => {
+                    tracing::error!(message_id = %id, error = %e, "chunk message rejected; moved to the dead-letter queue");
+                    continue;
+                }
+                Err(dlq_err) => {
+                    tracing::error!(message_id = %id, error = %e, %dlq_err, "chunk message rejected, and the dead-letter queue refused it; leaving it for redrive");
+                }
+            }
+        } else {
+            tracing::error!(message_id = %id, error = %e, "chunk message failed; it will be retried, then dead-lettered");
+        }
+        response.add_failure(id);
+    }
+    response
+}
+
+/// Checks, stores and counts one chunk.
+pub async fn process(
+    services: &Services,
+    checkers: &Checkers,
+    body: &str,
+    deadline: SystemTime,
+) -> Result<(), ChunkError> {
+    let msg = ChunkMessage::parse(body)?;
+    let span = tracing::info_span!("chunk", job_id = %msg.job_id, chunk_id = %msg.chunk_id);
+    let _enter = span.enter();
+    let job = &msg.job_id;
+
+    let Some((rec, counted)) = services.table.chunk_status(job, &msg.chunk_id).await? else {
+        return Err(ChunkError::UnknownJob(job.to_string()));
+    };
+    if counted {
+        tracing::info!("chunk was counted before (redelivery)");
+        if rec.chunks_done >= rec.chunks_total
+            && matches!(rec.state, JobState::Checking | JobState::Aggregating)
+        {
+            fire_aggregator(services, &msg).await?;
+        }
+        return Ok(());
+    }
+    if rec.state != JobState::Checking {
+        tracing::warn!(state = %rec.state, "job is not checking; chunk dropped");
+        return Ok(());
+    }
+    if msg.check.allow_private && !services.deployment.allow_private {
+        return Err(ChunkError::PrivateNotAllowed);
+    }
+
+    let checker = checkers.get(&msg.check).await?;
+    let stop_at = stop_at(
+        deadline,
+        SystemTime::now(),
+        Duration::from_millis(msg.check.timeout_ms),
+    );
+    let started = std::time::Instant::now();
+    let total = msg.proxies.len();
+    let results = checker
+        .check_all(msg.proxies.clone(), Some(stop_at), |_| {})
+        .await;
+    let tally = services
+        .table
+        .store_results(job, &msg.chunk_id, &results)
+        .await?;
+    tracing::info!(
+        proxies = total,
+        live = tally.live,
+        dead = tally.dead,
+        unchecked = tally.unchecked,
+        rejected = tally.rejected,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "chunk checked"
+    );
+    match services
+        .table
+        .count_chunk(job, &msg.chunk_id, &tally, false)
+        .await?
+    {
+        Counted::Now { complete: true } | Counted::Before { complete: true } => {
+            fire_aggregator(services, &msg).await?;
+        }
+        Counted::Now { complete: false } | Counted::Before { complete: false } => {}
+    }
+    Ok(())
+}
+
+async fn fire_aggregator(services: &Services, msg: &ChunkMessage) -> Result<(), ChunkError> {
+    let body = serde_json::to_string(&AggregateMessage {
+        v: MESSAGE_VERSION,
+        job_id: msg.job_id.clone(),
+    })
+    .expect("serializes");
+    services.aggregate.send(&body).await?;
+    tracing::info!("last chunk counted; aggregator fired");
+    Ok(())
+}
+
+/// When to stop starting checks: every check started before then ends (within `worst_case`)
+/// with [`VALIDATOR_MARGIN`] left to store and count before the deadline.
+pub fn stop_at(
+    deadline: SystemTime,
+    now: SystemTime,
+    worst_case: Duration,
+) -> tokio::time::Instant {
+    let left = deadline.duration_since(now).unwrap_or(Duration::ZERO);
+    let budget = left.saturating_sub(VALIDATOR_MARGIN + worst_case);
+    tokio::time::Instant::now() + budget
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_at_leaves_room_for_the_last_check_and_the_bookkeeping() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let before = tokio::time::Instant::now();
+        let t = stop_at(now + Duration::from_secs(120), now, Duration::from_secs(10));
+        let budget = t - before;
+        assert!(budget <= Duration::from_secs(95) + Duration::from_millis(50));
+        assert!(budget >= Duration::from_secs(94));
+        // A deadline already too close: stop at once.
+        let t = stop_at(now + Duration::from_secs(5), now, Duration::from_secs(10));
+        assert!(t - tokio::time::Instant::now() < Duration::from_millis(50));
+    }
+}

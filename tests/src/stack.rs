@@ -1,0 +1,144 @@
+//! The local stack, as end-to-end tests, benchmarks and the demo see it: the manifest that
+//! `make local-up` wrote, and clients for the pieces (the trigger through the Lambda Invoke API,
+//! the jobs table, the queues, the published list), all from the standard AWS environment.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use aws_sdk_lambda::primitives::Blob;
+use proxyharvest::bucket::Bucket;
+use proxyharvest::job::{JobId, JobRecord};
+use proxyharvest::pipeline::trigger::TriggerResponse;
+use proxyharvest::publish::Publisher;
+use proxyharvest::table::JobTable;
+use serde_json::Value;
+
+/// The running local stack.
+pub struct Stack {
+    pub sdk: aws_config::SdkConfig,
+    pub table: JobTable,
+    pub publisher: Publisher,
+    pub lambda: aws_sdk_lambda::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub trigger_function: String,
+    pub chunk_queue_url: String,
+    pub chunk_dlq_url: String,
+    pub manifest: Value,
+}
+
+impl Stack {
+    /// Connects to the stack named by `PROXYHARVEST_MANIFEST` (set by `source .local/*/env`).
+    /// Panics with instructions when there is none: these tests cannot pass without it.
+    pub async fn from_env() -> Stack {
+        let path = std::env::var_os("PROXYHARVEST_MANIFEST")
+            .map(PathBuf::from)
+            .expect(
+                "end-to-end tests need the local stack: run `make local-test` (or `make local-up` \
+             and `source .local/moto/env`)",
+            );
+        let manifest: Value = serde_json::from_slice(
+            &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        )
+        .expect("the manifest is JSON");
+        let out = |k: &str| {
+            manifest["outputs"][k]
+                .as_str()
+                .unwrap_or_else(|| panic!("manifest output {k} missing"))
+                .to_owned()
+        };
+        let sdk = proxyharvest::aws::load().await;
+        Stack {
+            table: JobTable::new(proxyharvest::aws::dynamodb(&sdk), out("TableName")),
+            publisher: Publisher::new(
+                Bucket::new(proxyharvest::aws::s3(&sdk), out("BucketName")),
+                "list/",
+            ),
+            lambda: aws_sdk_lambda::Client::new(&sdk),
+            sqs: aws_sdk_sqs::Client::new(&sdk),
+            trigger_function: out("TriggerFunctionName"),
+            chunk_queue_url: out("ChunkQueueUrl"),
+            chunk_dlq_url: out("ChunkDeadLetterQueueUrl"),
+            manifest,
+            sdk,
+        }
+    }
+
+    /// Invokes the trigger synchronously, as `proxyharvest run` does.
+    pub async fn invoke_trigger(&self, event: &Value) -> Result<TriggerResponse, String> {
+        let out = self
+            .lambda
+            .invoke()
+            .function_name(&self.trigger_function)
+            .payload(Blob::new(serde_json::to_vec(event).unwrap()))
+            .send()
+            .await
+            .map_err(|e| aws_sdk_lambda::error::DisplayErrorContext(&e).to_string())?;
+        let payload = out.payload.map(|b| b.into_inner()).unwrap_or_default();
+        if let Some(kind) = out.function_error {
+            return Err(format!("{kind}: {}", String::from_utf8_lossy(&payload)));
+        }
+        serde_json::from_slice(&payload)
+            .map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&payload)))
+    }
+
+    /// Waits until the job is in a final state (or `limit` passes, which fails the test).
+    pub async fn wait_final(&self, job: &JobId, limit: Duration) -> JobRecord {
+        let start = Instant::now();
+        loop {
+            if let Some(rec) = self.table.get_job(job).await.expect("read the job")
+                && rec.state.is_final()
+            {
+                return rec;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "job {job} not final after {limit:?}: {:?}",
+                self.table.get_job(job).await
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// Sends a raw body to the chunk queue (for duplicate and poison-message tests).
+    pub async fn send_chunk_body(&self, body: &str) {
+        self.sqs
+            .send_message()
+            .queue_url(&self.chunk_queue_url)
+            .message_body(body)
+            .send()
+            .await
+            .expect("send to the chunk queue");
+    }
+
+    /// Waits until a message whose body contains `marker` is in the chunk dead-letter queue;
+    /// deletes it and returns its body.
+    pub async fn await_dead_letter(&self, marker: &str, limit: Duration) -> Option<String> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            let out = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.chunk_dlq_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .visibility_timeout(1)
+                .send()
+                .await
+                .expect("receive from the dead-letter queue");
+            for m in out.messages() {
+                let body = m.body().unwrap_or_default();
+                if body.contains(marker) {
+                    self.sqs
+                        .delete_message()
+                        .queue_url(&self.chunk_dlq_url)
+                        .receipt_handle(m.receipt_handle().unwrap_or_default())
+                        .send()
+                        .await
+                        .expect("delete from the dead-letter queue");
+                    return Some(body.to_owned());
+                }
+            }
+        }
+        None
+    }
+}
