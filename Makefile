@@ -17,16 +17,23 @@ PROFILE ?= debug
 BIN := $(CARGO_TARGET_DIR)/$(PROFILE)
 CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 
-MOTO_PORT ?= 4599
+# The LocalStack leg's moto (DynamoDB only) has its own port, so both legs can be up at once.
+MOTO_PORT ?= $(if $(filter localstack,$(EMULATOR)),4598,4599)
 LOCALSTACK_PORT ?= 4566
-LAMBDA_PORT ?= 9001
+LAMBDA_PORT ?= $(if $(filter localstack,$(EMULATOR)),9002,9001)
+# Function URLs (the judge) get ports from here up.
+URL_PORT_BASE ?= $(if $(filter localstack,$(EMULATOR)),9201,9101)
 STACK ?= proxyharvest
+# The local stack's validators are short-lived, so that the fault tests (a killed validator's
+# message coming back, continuation chunks) run in minutes; the visibility stays 6x the timeout.
+VALIDATOR_TIMEOUT ?= 20
+CHUNK_VISIBILITY ?= 120
 STATE := .local/$(EMULATOR)
 
 MOTO_VENV := $(CACHE)/venv-moto
 LOCALSTACK_VENV := $(CACHE)/venv-localstack
 # LocalStack 2026.3.0 needs Python 3.13 (3.11 and 3.12 fail at start).
-PYTHON313 ?= $(shell command -v python3.13 2>/dev/null || ls -1 $(HOME)/.pyenv/versions/3.13*/bin/python3.13 2>/dev/null | head -n1)
+PYTHON313 ?= $(shell infra/local/find-python313.sh)
 
 # Test credentials and endpoints: no SDK ever reaches for AWS or a metadata address.
 AWS_TEST_ENV := AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=test \
@@ -92,7 +99,10 @@ endif
 deploy-local: emulator
 	$(LOCAL_ENV) $(MOTO_VENV)/bin/python infra/local/deploy.py --template infra/template.yaml \
 		--stack $(STACK) --emulator $(EMULATOR) --bin-dir $(BIN) --manifest $(STATE)/manifest.json \
-		--param AllowPrivateTargets=true --param ValidatorMaxConcurrency=4
+		--url-port-base $(URL_PORT_BASE) \
+		--param AllowPrivateTargets=true --param ValidatorMaxConcurrency=4 \
+		--param ValidatorTimeout=$(VALIDATOR_TIMEOUT) --param ChunkVisibilityTimeout=$(CHUNK_VISIBILITY) \
+		--param StallSeconds=3
 
 runtime: deploy-local
 	$(LOCAL_ENV) infra/local/service.sh start runtime $(STATE) $(LAMBDA_PORT) \
@@ -113,7 +123,7 @@ local-down:
 # The whole suite: unit, integration and end-to-end tests, then tear-down whatever happened.
 local-test:
 	$(MAKE) --no-print-directory lint-infra
-	$(MAKE) --no-print-directory local-up
+	$(MAKE) --no-print-directory local-up || { $(MAKE) --no-print-directory local-down; exit 1; }
 	rc=0; source $(STATE)/env && cargo test --workspace -- --include-ignored || rc=$$?; \
 	$(MAKE) --no-print-directory local-down; exit $$rc
 
@@ -128,5 +138,7 @@ deploy:
 	sam build --template-file infra/template.yaml --beta-features
 	sam deploy --guided
 
+# The checking engine against a loopback farm in a child process; figures in docs/benchmarks.md.
+# BENCH_ARGS: e.g. --quick, --proxies N, --concurrency N.
 bench:
-	cargo run --release -p proxyharvest-tests --bin bench-engine
+	cargo run --release -p proxyharvest-tests --bin bench-engine -- $(BENCH_ARGS)

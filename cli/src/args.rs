@@ -32,6 +32,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Read the published list.
     Get(GetArgs),
+    /// The chunk plan of a run and what runs cost on AWS (itemised, from published prices).
+    Plan(PlanArgs),
 }
 
 /// How to check (shared by `check` and `scan`; `run` passes the judge settings on).
@@ -185,6 +187,10 @@ pub enum ListFormat {
     Json,
     /// `host:port` lines (`scheme://host:port` when no protocol filter is given).
     Txt,
+    /// One row per proxy, with a header row.
+    Csv,
+    /// `scheme://user:pass@host:port` URLs for HTTP clients (credentials percent-encoded).
+    Url,
 }
 
 #[derive(Args, Debug)]
@@ -199,11 +205,54 @@ pub struct GetArgs {
     /// Only proxies at least this anonymous (transparent, anonymous, elite).
     #[arg(long)]
     pub anonymity: Option<String>,
+    /// Only proxies that answered the judge within this many milliseconds.
     #[arg(long)]
     pub max_latency_ms: Option<u32>,
+    /// Only proxies whose uptime (alive checks / checks, 0 to 1) is at least this.
+    #[arg(long)]
+    pub min_uptime: Option<f64>,
+    /// Only proxies checked within this long (e.g. 30m, 2h).
+    #[arg(long, value_parser = proxyharvest::consume::parse_age)]
+    pub max_age: Option<std::time::Duration>,
+    /// Only proxies exiting in this country (ISO 3166-1 code, e.g. NZ); needs geolocation.
+    #[arg(long)]
+    pub country: Option<String>,
+    /// At most this many proxies: the fastest that pass the filters.
     #[arg(long)]
     pub limit: Option<usize>,
     /// Write to this file instead of stdout.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+}
+
+/// Deployment settings default to infra/template.yaml's (see `proxyharvest::cost::Deployment`).
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    /// A configuration file (TOML): its check timeout and concurrency shape the chunks.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Proxies one run checks, after de-duplication.
+    #[arg(long, default_value_t = 50_000)]
+    pub proxies: usize,
+    /// Validators running at once (the template's ValidatorMaxConcurrency; default 20).
+    #[arg(long)]
+    pub validator_max_concurrency: Option<usize>,
+    /// The trigger's EventBridge schedule (default "rate(6 hours)").
+    #[arg(long)]
+    pub schedule: Option<String>,
+    /// Runs a month, instead of counting them from the schedule (needed for cron schedules).
+    #[arg(long)]
+    pub runs_per_month: Option<f64>,
+    /// arm64 or x86_64 (default arm64).
+    #[arg(long)]
+    pub architecture: Option<String>,
+    /// The validator's memory in MB (default 256).
+    #[arg(long)]
+    pub memory_mb: Option<u32>,
+    /// A price file like config/prices.toml, instead of the built-in prices.
+    #[arg(long)]
+    pub prices: Option<PathBuf>,
+    /// Print the estimate as JSON.
+    #[arg(long)]
+    pub json: bool,
 }

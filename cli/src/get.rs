@@ -1,116 +1,130 @@
-//! `proxyharvest get`: read the published list, filter it, print it.
+//! `proxyharvest get`: read the published list, filter it, print it — the CLI face of
+//! [`proxyharvest::consume`], which holds every filter and format.
 
 use std::io::Write;
+use std::time::SystemTime;
 
-use proxyharvest::list::ListedProxy;
-use proxyharvest::outcome::Anonymity;
-use proxyharvest::proxy::Protocol;
+use proxyharvest::consume::{self, Format, Query};
 
 use crate::args::{GetArgs, ListFormat};
 use crate::exit::{Outcome, Result};
 use crate::stack::Stack;
 
-/// Which proxies to show.
-#[derive(Debug, Clone, Default)]
-pub struct Filter {
-    pub protocol: Option<Protocol>,
-    pub min_anonymity: Option<Anonymity>,
-    pub max_latency_ms: Option<u32>,
-    pub limit: Option<usize>,
-}
-
-impl Filter {
-    pub fn keep(&self, p: &ListedProxy) -> bool {
-        self.protocol
-            .is_none_or(|proto| p.protocols.contains(proto))
-            && self
-                .min_anonymity
-                .is_none_or(|a| rank(p.anonymity) >= rank(a))
-            && self.max_latency_ms.is_none_or(|m| p.latency_ms <= m)
-    }
-}
-
-fn rank(a: Anonymity) -> u8 {
-    match a {
-        Anonymity::Transparent => 0,
-        Anonymity::Anonymous => 1,
-        Anonymity::Elite => 2,
-    }
-}
-
-pub async fn run(a: GetArgs) -> Result<Outcome> {
-    let stack = Stack::resolve(&a.stack).await?;
-    let publisher = stack.publisher()?;
-    let Some(mut list) = publisher.published().await? else {
-        return Err(format!(
-            "nothing published yet at s3://{}/{}",
-            publisher.bucket().name(),
-            publisher.document_key()
-        )
-        .into());
-    };
-    let filter = Filter {
+/// The query the flags ask for; bad values are reported with the flag that carried them.
+fn query(a: &GetArgs) -> Result<Query> {
+    Ok(Query {
         protocol: a
             .protocol
             .as_deref()
-            .map(|p| p.parse::<Protocol>())
+            .map(str::parse)
             .transpose()
             .map_err(|e| format!("--protocol: {e}"))?,
         min_anonymity: a
             .anonymity
             .as_deref()
-            .map(|s| serde_json::from_value::<Anonymity>(serde_json::Value::String(s.into())))
+            .map(consume::parse_anonymity)
             .transpose()
-            .map_err(|_| "--anonymity: one of transparent, anonymous, elite")?,
+            .map_err(|e| format!("--anonymity: {e}"))?,
         max_latency_ms: a.max_latency_ms,
+        min_uptime: a.min_uptime,
+        max_age: a.max_age,
+        country: a.country.clone(),
         limit: a.limit,
-    };
-    list.proxies.retain(|p| filter.keep(p));
-    if let Some(n) = filter.limit {
-        list.proxies.truncate(n);
+    })
+}
+
+fn format(f: ListFormat) -> Format {
+    match f {
+        ListFormat::Json => Format::Json,
+        ListFormat::Txt => Format::Txt,
+        ListFormat::Csv => Format::Csv,
+        ListFormat::Url => Format::Url,
     }
+}
+
+pub async fn run(a: GetArgs) -> Result<Outcome> {
+    let query = query(&a)?;
+    let stack = Stack::resolve(&a.stack).await?;
+    // The publisher knows where the document is; fetching it is the consumer's business.
+    let publisher = stack.publisher()?;
+    let s3 = proxyharvest::aws::s3(&stack.sdk);
+    let list = consume::fetch(&s3, publisher.bucket().name(), &publisher.document_key()).await?;
+    let selected = query.select(&list, SystemTime::now())?;
+    let text = consume::render(&list, &selected, format(a.format), query.protocol);
     let mut out: Box<dyn Write> = match &a.output {
-        Some(path) => Box::new(std::fs::File::create(path)?),
+        Some(path) => Box::new(
+            std::fs::File::create(path).map_err(|e| format!("--output {}: {e}", path.display()))?,
+        ),
         None => Box::new(std::io::stdout().lock()),
     };
-    match a.format {
-        ListFormat::Json => {
-            list.counts = proxyharvest::list::ListCounts::of(&list.proxies);
-            out.write_all(&list.to_json())?;
-            writeln!(out)?;
-        }
-        ListFormat::Txt => {
-            for p in &list.proxies {
-                let auth = p
-                    .credentials()
-                    .map(|c| format!("{}:{}@", c.username, c.password))
-                    .unwrap_or_default();
-                let endpoint = proxyharvest::proxy::Endpoint {
-                    host: p.host.clone(),
-                    port: p.port,
-                };
-                match filter.protocol {
-                    Some(_) => writeln!(out, "{auth}{endpoint}")?,
-                    None => {
-                        for proto in p.protocols.iter() {
-                            writeln!(out, "{proto}://{auth}{endpoint}")?;
-                        }
-                    }
-                }
-            }
-        }
-    }
+    out.write_all(text.as_bytes())?;
     out.flush()?;
     Ok(Outcome::Done)
 }
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
+    use crate::args::{Cli, Command};
+
+    fn get_args(flags: &[&str]) -> GetArgs {
+        let argv = ["proxyharvest", "get"].iter().chain(flags);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Get(a) => a,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
 
     #[test]
-    fn anonymity_filter_is_a_minimum() {
-        assert!(rank(Anonymity::Elite) > rank(Anonymity::Anonymous));
-        assert!(rank(Anonymity::Anonymous) > rank(Anonymity::Transparent));
+    fn flags_become_a_query() {
+        let a = get_args(&[
+            "--protocol=socks5",
+            "--anonymity=elite",
+            "--max-latency-ms=300",
+            "--min-uptime=0.9",
+            "--max-age=2h",
+            "--country=nz",
+            "--limit=5",
+            "--format=url",
+        ]);
+        let q = query(&a).unwrap();
+        assert_eq!(
+            q,
+            Query {
+                protocol: Some(proxyharvest::proxy::Protocol::Socks5),
+                min_anonymity: Some(proxyharvest::outcome::Anonymity::Elite),
+                max_latency_ms: Some(300),
+                min_uptime: Some(0.9),
+                max_age: Some(std::time::Duration::from_secs(7200)),
+                country: Some("nz".to_owned()),
+                limit: Some(5),
+            }
+        );
+        assert_eq!(format(a.format), Format::Url);
+    }
+
+    #[test]
+    fn bad_values_name_their_flag() {
+        let err = query(&get_args(&["--protocol=ftp"])).unwrap_err();
+        assert!(err.to_string().starts_with("--protocol:"), "{err}");
+        let err = query(&get_args(&["--anonymity=invisible"])).unwrap_err();
+        assert!(err.to_string().starts_with("--anonymity:"), "{err}");
+        let err = Cli::try_parse_from(["proxyharvest", "get", "--max-age=soon"]).unwrap_err();
+        assert!(err.to_string().contains("30m"), "{err}");
+    }
+
+    #[test]
+    fn every_format_is_reachable() {
+        for (flag, want) in [
+            ("json", Format::Json),
+            ("txt", Format::Txt),
+            ("csv", Format::Csv),
+            ("url", Format::Url),
+        ] {
+            let a = get_args(&["--format", flag]);
+            assert_eq!(format(a.format), want);
+        }
     }
 }

@@ -8,6 +8,7 @@ mod args;
 mod check;
 mod exit;
 mod get;
+mod plan;
 mod progress;
 mod run;
 mod scan;
@@ -29,6 +30,7 @@ async fn main() {
         Command::Wait(a) => run::wait(a).await,
         Command::Status(a) => run::status(a).await,
         Command::Get(a) => get::run(a).await,
+        Command::Plan(a) => plan::run(a),
     };
     let outcome = outcome.unwrap_or_else(|e| {
         eprintln!("proxyharvest: error: {e:#}");

@@ -6,8 +6,10 @@ Nothing here can run Lambda functions, so the SAM template is translated offline
 - the data plane (bucket, queues, table, policies) is deployed through the emulator's own
   CloudFormation, so the tests use the very resources the template describes; with LocalStack the
   DynamoDB table goes to moto (LocalStack's DynamoDB needs DynamoDB Local, unavailable here);
-- the functions, their SQS event source mappings and their schedules are resolved against the
-  deployed resources and written to a manifest that `proxyharvest-local` runs.
+- the functions, their SQS event source mappings, their schedules and their Function URLs are
+  resolved against the deployed resources and written to a manifest that `proxyharvest-local`
+  runs; each Function URL gets a loopback port (from --url-port-base up) and is served over plain
+  HTTP, so `!GetAtt <Function>Url.FunctionUrl` resolves to `http://127.0.0.1:<port>/`.
 
 Endpoints come from AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_<SERVICE>, exactly as for the Rust code.
 """
@@ -31,15 +33,31 @@ DATA_PLANE_TYPES = {
     "AWS::DynamoDB::Table",
 }
 # Resource types that the local stack skips: IAM is not enforced by the emulators, log groups
-# and permissions have no local meaning, and functions run in the local runtime.
+# and permissions have no local meaning, and functions and their URLs run in the local runtime.
 CONTROL_PLANE_TYPES = {
     "AWS::Lambda::Function",
+    "AWS::Lambda::Url",
     "AWS::Lambda::EventSourceMapping",
     "AWS::Lambda::Permission",
     "AWS::IAM::Role",
     "AWS::Events::Rule",
     "AWS::Logs::LogGroup",
 }
+
+
+# The config loader takes PROXYHARVEST_CHECK_JUDGE_HTTPS as an https:// URL only, and a local
+# Function URL is plain http: locally, a Function URL the template gives to the HTTPS judge serves
+# as the plain-HTTP judge instead (unless the template sets that one too).
+LOCAL_HTTP_STAND_INS = {"PROXYHARVEST_CHECK_JUDGE_HTTPS": "PROXYHARVEST_CHECK_JUDGE"}
+
+
+def localize_environment(variables, local_urls):
+    """A function's variables with local (http) Function URLs moved off https-only settings."""
+    out = dict(variables)
+    for https_name, http_name in LOCAL_HTTP_STAND_INS.items():
+        if out.get(https_name) in local_urls:
+            out.setdefault(http_name, out.pop(https_name))
+    return out
 
 
 class CfnLoader(yaml.SafeLoader):
@@ -225,6 +243,15 @@ def deploy_stack(cfn_client, name, template):
         time.sleep(0.5)
 
 
+def check_visibility(params):
+    """AWS advises a queue visibility of at least 6x its consumer's timeout; refuse less."""
+    timeout = int(params.get("ValidatorTimeout", 120))
+    visibility = int(params.get("ChunkVisibilityTimeout", 720))
+    if visibility < 6 * timeout:
+        sys.exit(f"deploy.py: ChunkVisibilityTimeout {visibility} is less than 6 x "
+                 f"ValidatorTimeout {timeout}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--template", required=True)
@@ -233,6 +260,8 @@ def main():
     ap.add_argument("--bin-dir", required=True, help="where the function binaries are")
     ap.add_argument("--manifest", required=True)
     ap.add_argument("--param", action="append", default=[], help="Name=Value")
+    ap.add_argument("--url-port-base", type=int, default=9101,
+                    help="loopback port of the first Function URL; the next ones follow")
     args = ap.parse_args()
 
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
@@ -246,6 +275,7 @@ def main():
     main_endpoint = os.environ.get("AWS_ENDPOINT_URL_CLOUDFORMATION") or os.environ.get("AWS_ENDPOINT_URL")
     account = boto3.client("sts", region_name=region).get_caller_identity()["Account"]
 
+    check_visibility(params)
     stacks, control = split(cfn, args.emulator)
     pre = Resolver(cfn.get("Mappings", {}), params, {}, {}, region, account, args.stack)
     physical, attrs = {}, {}
@@ -288,10 +318,22 @@ def main():
                              args.stack)(res["Properties"].get("FunctionName", lid))
             physical[lid] = fname
             attrs[(lid, "Arn")] = f"arn:aws:lambda:{region}:{account}:function:{fname}"
+    function_urls = []
+    for lid, res in sorted(control.items()):
+        if res["Type"] == "AWS::Lambda::Url":
+            target = Resolver(cfn.get("Mappings", {}), params, physical, attrs, region, account,
+                              args.stack)(res["Properties"]["TargetFunctionArn"])
+            fname = target.rsplit(":function:", 1)[-1]  # a Ref gives the name, a GetAtt the ARN
+            port = args.url_port_base + len(function_urls)
+            attrs[(lid, "FunctionUrl")] = f"http://127.0.0.1:{port}/"
+            attrs[(lid, "FunctionArn")] = f"arn:aws:lambda:{region}:{account}:function:{fname}"
+            function_urls.append({"function": fname, "port": port})
+    local_urls = {v for (_, attr), v in attrs.items() if attr == "FunctionUrl"}
     resolve = Resolver(cfn.get("Mappings", {}), params, physical, attrs, region, account, args.stack)
 
     manifest = {"region": region, "account_id": account, "stack": args.stack,
                 "functions": {}, "event_sources": [], "schedules": [],
+                "function_urls": function_urls,
                 "outputs": {k: str(resolve(v["Value"])) for k, v in cfn.get("Outputs", {}).items()}}
     fn_by_lid = {}
     for lid, res in control.items():
@@ -306,7 +348,9 @@ def main():
             "binary": os.path.abspath(os.path.join(args.bin_dir, binary)),
             "timeout_s": int(p.get("Timeout", 3)),
             "memory_mb": int(p.get("MemorySize", 128)),
-            "environment": {k: str(v) for k, v in p.get("Environment", {}).get("Variables", {}).items()},
+            "environment": localize_environment(
+                {k: str(v) for k, v in p.get("Environment", {}).get("Variables", {}).items()},
+                local_urls),
         }
     for lid, res in control.items():
         p = res["Properties"]

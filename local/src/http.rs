@@ -1,5 +1,6 @@
 //! The one small HTTP/1 server every listener of the runtime uses (the Invoke and control API on
-//! `--listen`, one Runtime API per execution environment), and response helpers.
+//! `--listen`, one Runtime API per execution environment, one listener per Function URL), and
+//! response helpers.
 //!
 //! Plain hyper: a handler is an async function from request to response, routed by matching path
 //! segments. A server is a task; aborting it drops its connections too, which is how an
@@ -21,6 +22,11 @@ use tokio::{net::TcpListener, task::JoinSet};
 /// Every response body is a complete buffer: events and results are small JSON documents.
 pub type Response = hyper::Response<Full<Bytes>>;
 
+/// The address a request's connection came from, in every request's extensions (a Function URL
+/// reports it as `sourceIp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer(pub SocketAddr);
+
 /// A task that owns a server; dropping it stops the server and closes its connections.
 #[derive(Debug)]
 pub struct ServerTask(tokio::task::JoinHandle<()>);
@@ -41,8 +47,8 @@ where
         let mut connections = JoinSet::new();
         loop {
             while connections.try_join_next().is_some() {}
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
                 Err(err) => {
                     // Usually EMFILE: back off instead of spinning.
                     tracing::warn!(error = %err, "accept failed");
@@ -52,7 +58,8 @@ where
             };
             let handler = handler.clone();
             connections.spawn(async move {
-                let service = service_fn(move |req| {
+                let service = service_fn(move |mut req: Request<Incoming>| {
+                    req.extensions_mut().insert(Peer(peer));
                     let handler = handler.clone();
                     async move { Ok::<_, Infallible>(handler(req).await) }
                 });

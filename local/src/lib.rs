@@ -1,13 +1,14 @@
 //! proxyharvest-local: a small local Lambda runtime for a machine that cannot run Lambda.
 //!
 //! It runs the real function binaries (built with lambda_runtime) behind the Lambda Runtime API,
-//! polls SQS queues like event source mappings, serves the Invoke API and fires schedules, all
-//! driven by the resolved manifest the deploy script writes. SQS is reached through the standard
+//! polls SQS queues like event source mappings, serves the Invoke API, fires schedules and serves
+//! Function URLs, all driven by the resolved manifest the deploy script writes. SQS is reached through the standard
 //! AWS configuration chain, so an emulator on loopback (moto) stands in for AWS.
 //!
 //! Modules: `manifest` (what to run), `environment` (processes and the Runtime API), `invoke`
 //! (Invoke API), `sqs` (event source pollers), `schedule` (expressions, pure) and `scheduler`
-//! (timers), `control` (health, status, fault injection); `app` routes the listen address.
+//! (timers), `url` (Function URLs, each on its own port), `control` (health, status, fault
+//! injection); `app` routes the listen address.
 //!
 //! What is not like Lambda: the timeout clock starts when an invocation is handed to an
 //! environment, so a cold start counts against it; memory is not limited; asynchronous
@@ -23,6 +24,7 @@ pub mod manifest;
 pub mod schedule;
 mod scheduler;
 pub mod sqs;
+mod url;
 
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -34,6 +36,7 @@ use crate::{
     http::ServerTask,
     manifest::Manifest,
     sqs::{Mapping, Poller},
+    url::FunctionUrl,
 };
 
 /// How long a stop waits for killed processes to be reaped.
@@ -64,6 +67,11 @@ pub enum StartError {
     Log(std::io::Error),
     #[error(transparent)]
     Listen(std::io::Error),
+    #[error("function URL of {function}: {source}")]
+    FunctionUrl {
+        function: String,
+        source: std::io::Error,
+    },
 }
 
 /// A running local runtime. Stop it with [`LocalLambda::shutdown`].
@@ -73,12 +81,16 @@ pub struct LocalLambda {
     app: Arc<App>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// Where each Function URL listens, by function name.
+    urls: BTreeMap<String, SocketAddr>,
     _server: ServerTask,
+    _url_servers: Vec<ServerTask>,
 }
 
 impl LocalLambda {
-    /// Starts serving `manifest`: the APIs on `options.listen`, a poller per enabled event
-    /// source and, unless disabled, a timer per enabled schedule. Environments start on demand.
+    /// Starts serving `manifest`: the APIs on `options.listen`, each Function URL on its port of
+    /// the same address, a poller per enabled event source and, unless disabled, a timer per
+    /// enabled schedule. Environments start on demand.
     pub async fn start(manifest: Manifest, options: Options) -> Result<Self, StartError> {
         for spec in manifest.functions.values() {
             if !spec.binary.is_file() {
@@ -119,6 +131,31 @@ impl LocalLambda {
             let app = Arc::clone(&app);
             move |request| Arc::clone(&app).handle(request)
         });
+        let mut urls = BTreeMap::new();
+        let mut url_servers = Vec::new();
+        for spec in &app.manifest.function_urls {
+            let url_error = |source| StartError::FunctionUrl {
+                function: spec.function.clone(),
+                source,
+            };
+            let listener = http::bind(SocketAddr::new(options.listen.ip(), spec.port))
+                .await
+                .map_err(url_error)?;
+            let bound = listener.local_addr().map_err(url_error)?;
+            let function = app
+                .function(&spec.function)
+                .expect("validated by the manifest");
+            let url = Arc::new(FunctionUrl::new(
+                function,
+                &app.manifest.region,
+                bound.port(),
+            ));
+            url_servers.push(http::serve(listener, move |request| {
+                Arc::clone(&url).handle(request)
+            }));
+            tracing::info!(function = %spec.function, addr = %bound, "function URL listening");
+            urls.insert(spec.function.clone(), bound);
+        }
 
         let (stop, stopping) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -155,13 +192,20 @@ impl LocalLambda {
             app,
             stop,
             tasks,
+            urls,
             _server: server,
+            _url_servers: url_servers,
         })
     }
 
     /// The address the Invoke and control APIs listen on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where the Function URL of `function` listens, if it has one.
+    pub fn function_url(&self, function: &str) -> Option<SocketAddr> {
+        self.urls.get(function).copied()
     }
 
     /// A snapshot of what `GET /_local/status` reports.

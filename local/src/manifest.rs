@@ -1,5 +1,5 @@
 //! The resolved manifest the deploy script writes: which functions exist, where their binaries
-//! are, which queues feed them and which schedules fire them.
+//! are, which queues feed them, which schedules fire them and which have a Function URL.
 //!
 //! Two layers, as elsewhere in the project: `Raw*` structs mirror the JSON (unknown keys are
 //! tolerated so the deploy script can add fields freely), and `Manifest` is the validated form the
@@ -44,6 +44,8 @@ pub enum ManifestError {
     Schedule { name: String, problem: String },
     #[error("schedule {name}: {source}")]
     Expression { name: String, source: ScheduleError },
+    #[error("function URL of {function}: {problem}")]
+    FunctionUrl { function: String, problem: String },
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,6 +57,8 @@ struct RawManifest {
     event_sources: Vec<RawEventSource>,
     #[serde(default)]
     schedules: Vec<RawSchedule>,
+    #[serde(default)]
+    function_urls: Vec<RawFunctionUrl>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,6 +100,12 @@ struct RawSchedule {
     input: Option<serde_json::Value>,
 }
 
+#[derive(Debug, Deserialize)]
+struct RawFunctionUrl {
+    function: String,
+    port: u16,
+}
+
 fn default_timeout_s() -> u64 {
     3
 }
@@ -119,6 +129,8 @@ pub struct Manifest {
     pub event_sources: Vec<EventSource>,
     /// By schedule (rule) name.
     pub schedules: BTreeMap<String, ScheduleSpec>,
+    /// At most one per function, each on its own port.
+    pub function_urls: Vec<FunctionUrlSpec>,
 }
 
 /// One function: what to run and the limits it runs under.
@@ -156,6 +168,15 @@ pub struct ScheduleSpec {
     pub enabled: bool,
     /// Constant input that replaces the scheduled event, as a rule target's `Input` does.
     pub input: Option<serde_json::Value>,
+}
+
+/// A Function URL (auth type `NONE`): an HTTP listener on loopback whose requests invoke the
+/// function with payload-format-2.0 events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionUrlSpec {
+    pub function: String,
+    /// The listener's port; 0 asks for any free one (tests).
+    pub port: u16,
 }
 
 impl Manifest {
@@ -221,12 +242,14 @@ impl Manifest {
             }
             schedules.insert(schedule.name.clone(), schedule);
         }
+        let function_urls = validate_function_urls(raw.function_urls, &functions)?;
         Ok(Self {
             region: raw.region,
             account_id: raw.account_id,
             functions,
             event_sources,
             schedules,
+            function_urls,
         })
     }
 }
@@ -340,6 +363,36 @@ fn validate_schedule(
     })
 }
 
+fn validate_function_urls(
+    raw: Vec<RawFunctionUrl>,
+    functions: &BTreeMap<String, FunctionSpec>,
+) -> Result<Vec<FunctionUrlSpec>, ManifestError> {
+    let mut urls: Vec<FunctionUrlSpec> = Vec::with_capacity(raw.len());
+    for url in raw {
+        let problem = |problem: String| ManifestError::FunctionUrl {
+            function: url.function.clone(),
+            problem,
+        };
+        if !functions.contains_key(&url.function) {
+            return Err(problem("unknown function".into()));
+        }
+        if urls.iter().any(|u| u.function == url.function) {
+            return Err(problem("a function has at most one URL".into()));
+        }
+        if let Some(other) = urls.iter().find(|u| url.port != 0 && u.port == url.port) {
+            return Err(problem(format!(
+                "port {} is taken by the URL of {}",
+                url.port, other.function
+            )));
+        }
+        urls.push(FunctionUrlSpec {
+            function: url.function,
+            port: url.port,
+        });
+    }
+    Ok(urls)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,7 +412,8 @@ mod tests {
           "queue_arn": "arn:aws:sqs:us-east-1:123456789012:chunks", "batch_size": 1,
           "report_batch_item_failures": true, "maximum_concurrency": 4, "enabled": true } ],
       "schedules": [ { "name": "proxyharvest-schedule", "function": "proxyharvest-trigger",
-          "expression": "rate(1 hour)", "enabled": true, "input": null } ]
+          "expression": "rate(1 hour)", "enabled": true, "input": null } ],
+      "function_urls": [ { "function": "proxyharvest-validator", "port": 9101 } ]
     }"#;
 
     fn with(edit: impl FnOnce(&mut serde_json::Value)) -> Result<Manifest, ManifestError> {
@@ -400,6 +454,22 @@ mod tests {
             manifest.rule_arn("proxyharvest-schedule"),
             "arn:aws:events:us-east-1:123456789012:rule/proxyharvest-schedule"
         );
+        assert_eq!(
+            manifest.function_urls,
+            [FunctionUrlSpec {
+                function: "proxyharvest-validator".into(),
+                port: 9101
+            }]
+        );
+    }
+
+    #[test]
+    fn function_urls_are_optional() {
+        let manifest = with(|m| {
+            m.as_object_mut().unwrap().remove("function_urls");
+        })
+        .unwrap();
+        assert!(manifest.function_urls.is_empty());
     }
 
     #[test]
@@ -430,7 +500,7 @@ mod tests {
     #[test]
     fn invalid_manifests_name_the_culprit() {
         type Edit = fn(&mut serde_json::Value);
-        let cases: [(Edit, &str); 9] = [
+        let cases: [(Edit, &str); 12] = [
             (|m| m["account_id"] = "12345".into(), "12 digits"),
             (
                 |m| m["functions"]["proxyharvest-trigger"]["binary"] = "trigger".into(),
@@ -466,6 +536,26 @@ mod tests {
                     m["schedules"].as_array_mut().unwrap().push(copy);
                 },
                 "appears twice",
+            ),
+            (
+                |m| m["function_urls"][0]["function"] = "nope".into(),
+                "function URL of nope: unknown function",
+            ),
+            (
+                |m| {
+                    m["function_urls"] = serde_json::json!([
+                        {"function": "proxyharvest-validator", "port": 9101},
+                        {"function": "proxyharvest-trigger", "port": 9101}]);
+                },
+                "port 9101 is taken by the URL of proxyharvest-validator",
+            ),
+            (
+                |m| {
+                    m["function_urls"] = serde_json::json!([
+                        {"function": "proxyharvest-validator", "port": 0},
+                        {"function": "proxyharvest-validator", "port": 0}]);
+                },
+                "at most one URL",
             ),
         ];
         for (edit, expected) in cases {

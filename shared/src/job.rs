@@ -79,7 +79,9 @@ impl JobState {
             JobState::Checking => &[JobState::Planned],
             JobState::Aggregating => &[JobState::Checking, JobState::Aggregating],
             JobState::Complete | JobState::CompletePartial => &[JobState::Aggregating],
-            JobState::Expired => &[JobState::Planned, JobState::Checking],
+            // The sweep first takes a stalled job to `aggregating` (to merge what it has), then
+            // ends it `expired`.
+            JobState::Expired => &[JobState::Aggregating],
             JobState::Failed => &[JobState::Planned, JobState::Checking, JobState::Aggregating],
         }
     }
@@ -273,6 +275,15 @@ pub struct JobRecord {
     /// What the checks used (judge, timeouts): published with the list.
     pub check: Option<CheckParams>,
     pub error: Option<String>,
+    /// The sweep found the job stalled past its deadline; it ends `expired`.
+    #[serde(default)]
+    pub expiring: bool,
+    /// Chunks that ended in the dead-letter queue (their proxies counted unchecked).
+    #[serde(default)]
+    pub failed_chunks: Vec<String>,
+    /// What happened to each source.
+    #[serde(default)]
+    pub sources: Vec<crate::source::SourceReport>,
 }
 
 impl JobRecord {
@@ -291,6 +302,8 @@ mod tests {
     fn transitions_are_one_way() {
         use JobState::*;
         assert!(Checking.can_enter_from(Planned));
+        assert!(Expired.can_enter_from(Aggregating));
+        assert!(!Expired.can_enter_from(Complete));
         assert!(Aggregating.can_enter_from(Checking));
         assert!(Aggregating.can_enter_from(Aggregating));
         assert!(Complete.can_enter_from(Aggregating));

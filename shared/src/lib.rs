@@ -10,12 +10,16 @@
 //! - the AWS side: [`aws`] (clients), [`table`] (jobs, DynamoDB), [`queue`] (SQS), [`bucket`]
 //!   (S3), with [`job`] (states and messages) and [`publish`] (merge and write without lost
 //!   updates) over them, and [`pipeline`], the three Lambda handlers;
+//! - [`consume`]: the consumer's side, fetching, filtering and printing the published list;
 //! - [`config`]: the one configuration loader.
+//! - [`cost`]: what a run and a month of runs cost on AWS, from the plan and published prices.
 
 pub mod aws;
 pub mod bucket;
 pub mod check;
 pub mod config;
+pub mod consume;
+pub mod cost;
 pub mod http;
 pub mod job;
 pub mod judge;

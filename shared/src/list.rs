@@ -7,8 +7,10 @@
 //! result cannot bring them back. Its shape is pinned by `schema/proxy-list.schema.json`; a test
 //! validates a realistic document against that file, so the two cannot drift apart.
 //!
-//! Timestamps are RFC 3339 UTC strings with whole seconds: the document never holds more
+//! Timestamps are RFC 3339 UTC strings with milliseconds: the document never holds more
 //! precision than it can write, which is what keeps merges idempotent across a round trip.
+//! Derived numbers a consumer wants at hand (a proxy's `uptime`) are written, but recomputed from
+//! the counts they derive from when read, so the two can never disagree.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -120,6 +122,13 @@ pub struct ListedProxy {
     #[serde(with = "rfc3339")]
     pub last_checked: SystemTime,
     pub history: History,
+    /// ISO 3166-1 alpha-2 code (upper case) of where the exit address is, when geolocation ran.
+    /// Absent means unknown, never guessed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    /// Autonomous system number of the exit address, when geolocation ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asn: Option<u32>,
 }
 
 impl ListedProxy {
@@ -155,17 +164,78 @@ impl ListedProxy {
     }
 }
 
-/// What the list remembers about a proxy across checks.
+/// What the list remembers about a proxy across checks. Invariant: `streak <= successes <=
+/// checks` (checked when read). Written with its [`History::uptime`], which is not stored: it is
+/// recomputed from the counts, so a document cannot make it disagree with them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "HistoryDoc", try_from = "HistoryDoc")]
 pub struct History {
     /// The earliest check that found it alive.
-    #[serde(with = "rfc3339")]
     pub first_seen: SystemTime,
-    #[serde(with = "rfc3339")]
     pub last_seen_alive: SystemTime,
     /// Alive or dead checks counted (unchecked and rejected ones are not checks).
     pub checks: u32,
     pub successes: u32,
+    /// Alive checks in a row up to the latest check: 0 once a check finds the proxy dead.
+    pub streak: u32,
+}
+
+impl History {
+    /// `successes / checks` rounded to 3 decimals (0 before any check): the published `uptime`.
+    pub fn uptime(&self) -> f64 {
+        if self.checks == 0 {
+            return 0.0;
+        }
+        let ratio = f64::from(self.successes) / f64::from(self.checks);
+        (ratio * 1000.0).round() / 1000.0
+    }
+}
+
+/// [`History`] as the document writes it.
+#[derive(Serialize, Deserialize)]
+struct HistoryDoc {
+    #[serde(with = "rfc3339")]
+    first_seen: SystemTime,
+    #[serde(with = "rfc3339")]
+    last_seen_alive: SystemTime,
+    checks: u32,
+    successes: u32,
+    /// Written for consumers; ignored when read (recomputed).
+    #[serde(default, skip_deserializing)]
+    uptime: f64,
+    streak: u32,
+}
+
+impl From<History> for HistoryDoc {
+    fn from(h: History) -> Self {
+        HistoryDoc {
+            first_seen: h.first_seen,
+            last_seen_alive: h.last_seen_alive,
+            checks: h.checks,
+            successes: h.successes,
+            uptime: h.uptime(),
+            streak: h.streak,
+        }
+    }
+}
+
+impl TryFrom<HistoryDoc> for History {
+    type Error = String;
+    fn try_from(d: HistoryDoc) -> Result<Self, String> {
+        if !(d.streak <= d.successes && d.successes <= d.checks) {
+            return Err(format!(
+                "history counts must satisfy streak <= successes <= checks, got {} <= {} <= {}",
+                d.streak, d.successes, d.checks
+            ));
+        }
+        Ok(History {
+            first_seen: d.first_seen,
+            last_seen_alive: d.last_seen_alive,
+            checks: d.checks,
+            successes: d.successes,
+            streak: d.streak,
+        })
+    }
 }
 
 /// A proxy found dead, remembered for the retention window so that an older "alive" result
@@ -271,13 +341,13 @@ impl PublishedList {
         }
         let list: PublishedList = serde_json::from_slice(bytes)?;
         for (index, p) in list.proxies.iter().enumerate() {
-            check_credentials(&p.username, &p.password).map_err(|problem| {
-                ListError::InvalidEntry {
+            check_credentials(&p.username, &p.password)
+                .and_then(|()| check_geolocation(p))
+                .map_err(|problem| ListError::InvalidEntry {
                     index,
                     what: format!("{}:{}", p.host, p.port),
                     problem,
-                }
-            })?;
+                })?;
         }
         for (index, t) in list.removed.iter().enumerate() {
             check_credentials(&t.username, &t.password).map_err(|problem| {
@@ -326,6 +396,23 @@ fn check_credentials(username: &Option<String>, password: &Option<String>) -> Re
         (Some(u), Some(p)) => Credentials::new(u, p).map(drop).map_err(|e| e.to_string()),
         _ => Err("username and password must be given together".to_owned()),
     }
+}
+
+/// A country is an upper-case ISO 3166-1 alpha-2 code, so that filters can compare it exactly;
+/// AS 0 is reserved and never announced, so it can only be a placeholder for "unknown".
+fn check_geolocation(p: &ListedProxy) -> Result<(), String> {
+    match (&p.country, p.asn) {
+        (Some(c), _) if !is_country_code(c) => Err(format!(
+            "country {c:?} is not an upper-case two-letter ISO 3166-1 code"
+        )),
+        (_, Some(0)) => Err("asn 0 is reserved; leave asn out when it is unknown".to_owned()),
+        _ => Ok(()),
+    }
+}
+
+/// Two upper-case ASCII letters, the form of an ISO 3166-1 alpha-2 code.
+pub fn is_country_code(s: &str) -> bool {
+    s.len() == 2 && s.bytes().all(|b| b.is_ascii_uppercase())
 }
 
 /// Drops what is finer than a millisecond: the precision the document keeps. Milliseconds, not
@@ -382,14 +469,20 @@ mod tests {
                 last_seen_alive: at(1_796_000_000),
                 checks: 7,
                 successes: 5,
+                streak: 3,
             },
+            country: None,
+            asn: None,
         }
     }
 
-    /// Every protocol, credentials, IPv6 and a host name: what the schema test validates.
+    /// Every protocol, credentials, IPv6, a host name and geolocation: what the schema test
+    /// validates.
     pub(crate) fn realistic() -> PublishedList {
         let mut both = listed("http://198.51.100.4:8080", 120, Anonymity::Elite);
         both.protocols.insert(Protocol::Https);
+        both.country = Some("NZ".to_owned());
+        both.asn = Some(64_500);
         let proxies = vec![
             both,
             listed(
@@ -425,6 +518,7 @@ mod tests {
                     last_seen_alive: at(1_795_000_000),
                     checks: 3,
                     successes: 2,
+                    streak: 0,
                 }),
             )],
         }
@@ -458,6 +552,78 @@ mod tests {
         assert!(!first.contains_key("username") && !first.contains_key("password"));
         assert_eq!(v["proxies"][1]["username"], "user");
         assert_eq!(v["proxies"][1]["host"], "2001:db8::7");
+    }
+
+    #[test]
+    fn history_is_written_with_its_uptime_and_streak() {
+        let v: serde_json::Value = serde_json::from_slice(&realistic().to_json()).unwrap();
+        let h = &v["proxies"][0]["history"];
+        assert_eq!(h["uptime"], 0.714); // 5 of 7
+        assert_eq!(h["streak"], 3);
+        assert_eq!(v["removed"][0]["history"]["uptime"], 0.667); // 2 of 3
+    }
+
+    #[test]
+    fn uptime_is_rounded_to_three_decimals_and_zero_without_checks() {
+        let h = |successes, checks| History {
+            first_seen: at(0),
+            last_seen_alive: at(0),
+            checks,
+            successes,
+            streak: 0,
+        };
+        assert_eq!(h(1, 3).uptime(), 0.333);
+        assert_eq!(h(2, 3).uptime(), 0.667);
+        assert_eq!(h(4, 4).uptime(), 1.0);
+        assert_eq!(h(1, 2001).uptime(), 0.0);
+        assert_eq!(h(0, 0).uptime(), 0.0);
+    }
+
+    #[test]
+    fn uptime_is_recomputed_when_read() {
+        let mut v: serde_json::Value = serde_json::from_slice(&realistic().to_json()).unwrap();
+        v["proxies"][0]["history"]["uptime"] = 0.001.into();
+        let list = PublishedList::from_json(&serde_json::to_vec(&v).unwrap()).unwrap();
+        assert_eq!(list.proxies[0].history.uptime(), 0.714);
+        let again: serde_json::Value = serde_json::from_slice(&list.to_json()).unwrap();
+        assert_eq!(again["proxies"][0]["history"]["uptime"], 0.714);
+    }
+
+    #[test]
+    fn impossible_history_counts_are_rejected() {
+        for (field, value) in [("successes", 8), ("streak", 6)] {
+            let mut v: serde_json::Value = serde_json::from_slice(&realistic().to_json()).unwrap();
+            v["proxies"][0]["history"][field] = value.into(); // checks 7, successes 5
+            let err = PublishedList::from_json(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+            assert!(
+                err.to_string().contains("streak <= successes <= checks"),
+                "{field}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn geolocation_is_written_only_when_known() {
+        let v: serde_json::Value = serde_json::from_slice(&realistic().to_json()).unwrap();
+        assert_eq!(
+            (&v["proxies"][0]["country"], &v["proxies"][0]["asn"]),
+            (&"NZ".into(), &64_500.into())
+        );
+        let second = v["proxies"][1].as_object().unwrap();
+        assert!(!second.contains_key("country") && !second.contains_key("asn"));
+    }
+
+    #[test]
+    fn malformed_country_is_rejected() {
+        for bad in ["nz", "NZL", "N1", ""] {
+            let mut v: serde_json::Value = serde_json::from_slice(&realistic().to_json()).unwrap();
+            v["proxies"][2]["country"] = bad.into();
+            let err = PublishedList::from_json(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+            assert!(
+                matches!(err, ListError::InvalidEntry { index: 2, .. }),
+                "{bad:?}: {err}"
+            );
+        }
     }
 
     #[test]
@@ -596,7 +762,7 @@ mod tests {
     fn broken_documents_fail_the_schema() {
         let good: serde_json::Value = serde_json::from_slice(&realistic().to_json()).unwrap();
         type Breakage = (&'static str, fn(&mut serde_json::Value));
-        let breakages: [Breakage; 8] = [
+        let breakages: [Breakage; 15] = [
             ("port 0", |v| v["proxies"][0]["port"] = 0.into()),
             ("port too large", |v| v["proxies"][0]["port"] = 65536.into()),
             ("unknown protocol", |v| {
@@ -610,7 +776,32 @@ mod tests {
                 v["proxies"][0]["exit_ip"] = "1.2.3".into()
             }),
             ("unknown field", |v| {
-                v["proxies"][0]["country"] = "NZ".into()
+                v["proxies"][0]["city"] = "Wellington".into()
+            }),
+            ("lower-case country", |v| {
+                v["proxies"][0]["country"] = "nz".into()
+            }),
+            ("asn 0", |v| v["proxies"][0]["asn"] = 0.into()),
+            ("uptime above 1", |v| {
+                v["proxies"][0]["history"]["uptime"] = 1.5.into()
+            }),
+            ("history without uptime", |v| {
+                v["proxies"][0]["history"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("uptime");
+            }),
+            ("history without streak", |v| {
+                v["proxies"][0]["history"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("streak");
+            }),
+            ("listed proxy with no streak", |v| {
+                v["proxies"][0]["history"]["streak"] = 0.into()
+            }),
+            ("negative streak", |v| {
+                v["removed"][0]["history"]["streak"] = (-1).into()
             }),
             ("username without password", |v| {
                 v["proxies"][1].as_object_mut().unwrap().remove("password");

@@ -14,7 +14,9 @@
 //! The final state per proxy is thus the maximum over every result ever merged (within
 //! `max_age`): the "no lost update" property the tests check across merge orders. History is the
 //! one exception, by design: a late arrival is not counted, since it cannot be told apart from a
-//! replay, so counters and `first_seen` depend on the order results arrived in.
+//! replay, so counters and `first_seen` depend on the order results arrived in. The history
+//! outlives a death in the tombstone, so a revived proxy continues its counts: its `streak`
+//! (alive checks in a row) restarts, while `checks` and `successes`, hence uptime, carry on.
 
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
@@ -175,6 +177,7 @@ fn apply(state: &mut BTreeMap<ProxyKey, Slot>, result: &CheckResult) {
             checked_at,
             previous_history.map(|h| History {
                 checks: h.checks.saturating_add(1),
+                streak: 0,
                 ..h
             }),
         )),
@@ -194,12 +197,14 @@ fn listed(
             last_seen_alive: checked_at,
             checks: h.checks.saturating_add(1),
             successes: h.successes.saturating_add(1),
+            streak: h.streak.saturating_add(1),
         },
         None => History {
             first_seen: checked_at,
             last_seen_alive: checked_at,
             checks: 1,
             successes: 1,
+            streak: 1,
         },
     };
     ListedProxy {
@@ -213,6 +218,9 @@ fn listed(
         exit_ip: alive.exit_ip,
         last_checked: checked_at,
         history,
+        // Geolocation is not part of a check: nothing here knows the exit address's country.
+        country: None,
+        asn: None,
     }
 }
 
@@ -303,7 +311,8 @@ mod tests {
                 first_seen: at(10),
                 last_seen_alive: at(10),
                 checks: 1,
-                successes: 1
+                successes: 1,
+                streak: 1
             }
         );
     }
@@ -336,7 +345,8 @@ mod tests {
                 first_seen: at(10),
                 last_seen_alive: at(30),
                 checks: 2,
-                successes: 2
+                successes: 2,
+                streak: 2
             }
         );
     }
@@ -379,9 +389,89 @@ mod tests {
                 first_seen: at(10),
                 last_seen_alive: at(30),
                 checks: 3,
-                successes: 2
+                successes: 2,
+                streak: 1
             }
         );
+    }
+
+    /// The history of `1.2.3.4:80` after merging one result per step, `true` meaning alive, each
+    /// step a separate merge one second after the previous one. `None` when it is not listed.
+    fn history_after(steps: &[bool]) -> (Option<History>, Option<History>) {
+        let mut list: Option<PublishedList> = None;
+        for (i, &is_alive) in steps.iter().enumerate() {
+            let t = 10 + i as u64;
+            let r = if is_alive {
+                alive("1.2.3.4:80", 90, t)
+            } else {
+                dead("1.2.3.4:80", t)
+            };
+            list = Some(run(list.as_ref(), &[r], t));
+        }
+        let list = list.unwrap();
+        let listed = list.proxies.first().map(|p| p.history);
+        let dead = list.removed.first().and_then(|t| t.history);
+        (listed, dead)
+    }
+
+    #[test]
+    fn streak_counts_alive_checks_since_the_last_dead_one() {
+        let (listed, _) = history_after(&[true, true, true]);
+        let h = listed.unwrap();
+        assert_eq!(
+            (h.checks, h.successes, h.streak, h.uptime()),
+            (3, 3, 3, 1.0)
+        );
+
+        let (listed, tomb) = history_after(&[true, true, false]);
+        assert!(listed.is_none());
+        let h = tomb.unwrap();
+        assert_eq!(
+            (h.checks, h.successes, h.streak, h.uptime()),
+            (3, 2, 0, 0.667)
+        );
+        assert_eq!(h.last_seen_alive, at(11));
+    }
+
+    #[test]
+    fn revival_from_a_tombstone_restarts_the_streak_and_keeps_the_counts() {
+        let (listed, _) = history_after(&[true, true, true, false, false, true, true]);
+        let h = listed.unwrap();
+        assert_eq!((h.checks, h.successes, h.streak), (7, 5, 2));
+        assert_eq!(h.uptime(), 0.714);
+        assert_eq!((h.first_seen, h.last_seen_alive), (at(10), at(16)));
+    }
+
+    #[test]
+    fn a_proxy_dead_before_it_was_ever_listed_starts_its_history_when_alive() {
+        // Nothing to continue: a tombstone without history does not count the dead check.
+        let (listed, _) = history_after(&[false, true]);
+        let h = listed.unwrap();
+        assert_eq!((h.checks, h.successes, h.streak), (1, 1, 1));
+    }
+
+    #[test]
+    fn late_results_change_neither_uptime_nor_streak() {
+        let list = run(None, &[alive("1.2.3.4:80", 90, 20)], 20);
+        let late = run(Some(&list), &[dead("1.2.3.4:80", 15)], 20);
+        assert_eq!(late.proxies[0].history, list.proxies[0].history);
+        assert_eq!(late.proxies[0].history.streak, 1);
+    }
+
+    #[test]
+    fn uptime_and_streak_survive_a_round_trip_through_json() {
+        let mut list = None;
+        for (t, r) in [
+            (10, alive("1.2.3.4:80", 90, 10)),
+            (20, dead("1.2.3.4:80", 20)),
+        ] {
+            let merged = run(list.as_ref(), &[r], t);
+            list = Some(PublishedList::from_json(&merged.to_json()).unwrap());
+        }
+        let list = run(list.as_ref(), &[alive("1.2.3.4:80", 90, 30)], 30);
+        let v: serde_json::Value = serde_json::from_slice(&list.to_json()).unwrap();
+        assert_eq!(v["proxies"][0]["history"]["uptime"], 0.667);
+        assert_eq!(v["proxies"][0]["history"]["streak"], 1);
     }
 
     #[test]
@@ -515,6 +605,7 @@ mod tests {
             last_seen_alive: SystemTime::UNIX_EPOCH,
             checks: 0,
             successes: 0,
+            streak: 0,
         };
         let proxies = list
             .proxies

@@ -9,6 +9,9 @@
 //! - `RESULT#<chunk>`: the chunk's results, written once (`attribute_not_exists`): when two
 //!   deliveries of one chunk race, the first stored results are the ones counted and merged.
 //!
+//! - under the partition `INDEX`, one small item per job (`<created_at>#<job id>`), so recent
+//!   jobs can be listed (`proxyharvest jobs`) and swept without a scan.
+//!
 //! Items expire (TTL attribute `expires_at`) 30 days after the job was created.
 
 use std::collections::HashMap;
@@ -22,6 +25,7 @@ use crate::job::{JobId, JobRecord, JobState};
 use crate::list::CheckParams;
 use crate::outcome::{CheckResult, Tally, unix_secs};
 use crate::plan::Plan;
+use crate::source::SourceReport;
 
 /// How long job items are kept.
 pub const RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -29,6 +33,11 @@ pub const RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 pub const MAX_RESULTS_BYTES: usize = 380 * 1024;
 
 const META: &str = "META";
+const INDEX: &str = "INDEX";
+
+fn index_key(created: SystemTime, job: &JobId) -> String {
+    format!("{:012}#{job}", unix_secs(created))
+}
 
 /// A failed table operation, with what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +79,19 @@ where
     e.as_service_error()
         .and_then(|s| s.code())
         .is_some_and(|c| c == "ConditionalCheckFailedException")
+}
+
+/// What the trigger records when a job starts checking.
+#[derive(Debug, Clone, Copy)]
+pub struct Checking<'a> {
+    pub plan: &'a Plan,
+    pub chunks_total: u64,
+    /// Unique proxies the job sets out to check.
+    pub scraped: u64,
+    /// When the job should be over if all goes to plan.
+    pub deadline_at: SystemTime,
+    pub check: &'a CheckParams,
+    pub sources: &'a [SourceReport],
 }
 
 /// The result of creating a job record.
@@ -160,7 +182,19 @@ impl JobTable {
             .send()
             .await;
         match res {
-            Ok(_) => Ok(Created::New),
+            Ok(_) => {
+                self.client
+                    .put_item()
+                    .table_name(&self.name)
+                    .item("pk", s(INDEX))
+                    .item("sk", s(index_key(now, job)))
+                    .item("job_id", s(job.as_str()))
+                    .item("expires_at", n(unix_secs(now + RETENTION)))
+                    .send()
+                    .await
+                    .map_err(sdk_err("PutItem(index)", job))?;
+                Ok(Created::New)
+            }
             Err(e) if is_condition_failure(&e) => {
                 let existing = self
                     .get_job(job)
@@ -180,19 +214,25 @@ impl JobTable {
     pub async fn start_checking(
         &self,
         job: &JobId,
-        plan: &Plan,
-        chunks_total: u64,
-        scraped: u64,
-        deadline_at: SystemTime,
-        check: &CheckParams,
+        start: &Checking<'_>,
     ) -> Result<(), TableError> {
+        let Checking {
+            plan,
+            chunks_total,
+            scraped,
+            deadline_at,
+            check,
+            sources,
+        } = *start;
+        let sources_json = serde_json::to_string(sources).expect("reports serialize");
         let plan_json = serde_json::to_string(plan).expect("a plan always serializes");
         let check_json = serde_json::to_string(check).expect("check parameters serialize");
         self.transition(job, JobState::Checking)
             .update_expression(
                 "SET #st = :to, updated_at = :now, chunks_total = :total, scraped = :scraped, \
-                 deadline_at = :deadline, #plan = :plan, #check = :check",
+                 deadline_at = :deadline, #plan = :plan, #check = :check, sources = :sources",
             )
+            .expression_attribute_values(":sources", s(sources_json))
             .expression_attribute_names("#plan", "plan")
             .expression_attribute_names("#check", "check")
             .expression_attribute_values(":check", s(check_json))
@@ -275,14 +315,14 @@ impl JobTable {
         Ok(Some((record_from_item(job, &item)?, counted)))
     }
 
-    /// Stores a chunk's results once. Returns the tally of the results that are stored: ours,
-    /// or those of an earlier delivery of the same chunk.
+    /// Stores a chunk's results once. Returns the results that are stored: ours, or those of an
+    /// earlier delivery of the same chunk (which everything after this step then works from).
     pub async fn store_results(
         &self,
         job: &JobId,
         chunk: &str,
         results: &[CheckResult],
-    ) -> Result<Tally, TableError> {
+    ) -> Result<Vec<CheckResult>, TableError> {
         let json = serde_json::to_string(results).expect("results always serialize");
         if json.len() > MAX_RESULTS_BYTES {
             return Err(TableError::TooLarge {
@@ -309,20 +349,14 @@ impl JobTable {
             .send()
             .await;
         match res {
-            Ok(_) => Ok(tally),
+            Ok(_) => Ok(results.to_vec()),
             Err(e) if is_condition_failure(&e) => {
-                let out = self
-                    .client
-                    .get_item()
-                    .table_name(&self.name)
-                    .key("pk", pk(job))
-                    .key("sk", s(format!("RESULT#{chunk}")))
-                    .consistent_read(true)
-                    .send()
-                    .await
-                    .map_err(sdk_err("GetItem(results)", job))?;
-                let item = out.item.unwrap_or_default();
-                Ok(tally_from_item(&item))
+                self.chunk_results(job, chunk)
+                    .await?
+                    .ok_or_else(|| TableError::Corrupt {
+                        job: job.to_string(),
+                        message: format!("results of {chunk} exist and do not"),
+                    })
             }
             Err(e) => Err(sdk_err("PutItem(results)", job)(e)),
         }
@@ -342,10 +376,14 @@ impl JobTable {
             .table_name(&self.name)
             .key("pk", pk(job))
             .key("sk", s(META))
-            .update_expression(
+            .update_expression(if failed {
                 "ADD chunks_done :one, chunks_failed :failed, live :live, dead :dead, \
-                 unchecked :unchecked, rejected :rejected, done_chunks :ids SET updated_at = :now",
-            )
+                 unchecked :unchecked, rejected :rejected, done_chunks :ids, failed_chunks :ids \
+                 SET updated_at = :now"
+            } else {
+                "ADD chunks_done :one, chunks_failed :failed, live :live, dead :dead, \
+                 unchecked :unchecked, rejected :rejected, done_chunks :ids SET updated_at = :now"
+            })
             .condition_expression(
                 "attribute_exists(pk) AND #st = :checking AND NOT contains(done_chunks, :id)",
             )
@@ -397,8 +435,9 @@ impl JobTable {
             .update_expression("SET #st = :to, updated_at = :now")
             .condition_expression(
                 "attribute_exists(pk) AND (#st = :from0 OR #st = :from1) \
-                 AND chunks_done >= chunks_total",
+                 AND (chunks_done >= chunks_total OR expiring = :yes)",
             )
+            .expression_attribute_values(":yes", AttributeValue::Bool(true))
             .return_values(ReturnValue::AllNew)
             .send()
             .await;
@@ -422,6 +461,154 @@ impl JobTable {
                 }
             }
             Err(e) => Err(sdk_err("UpdateItem(begin aggregation)", job)(e)),
+        }
+    }
+
+    /// Raises the job's chunk total for a continuation chunk, once per continuation id. Must
+    /// happen before the parent chunk is counted, so the job never looks complete while the
+    /// continuation is queued.
+    pub async fn add_continuation(&self, job: &JobId, chunk: &str) -> Result<(), TableError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.name)
+            .key("pk", pk(job))
+            .key("sk", s(META))
+            .update_expression("ADD chunks_total :one, spawned_chunks :ids SET updated_at = :now")
+            .condition_expression(
+                "attribute_exists(pk) AND #st = :checking AND NOT contains(spawned_chunks, :id)",
+            )
+            .expression_attribute_names("#st", "state")
+            .expression_attribute_values(":checking", s(JobState::Checking.as_str()))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":ids", AttributeValue::Ss(vec![chunk.to_owned()]))
+            .expression_attribute_values(":id", s(chunk))
+            .expression_attribute_values(":now", n(unix_secs(SystemTime::now())))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failure(&e) => {
+                let item = self.get_meta(job).await?.unwrap_or_default();
+                let spawned = item
+                    .get("spawned_chunks")
+                    .and_then(|v| v.as_ss().ok())
+                    .is_some_and(|ids| ids.iter().any(|c| c == chunk));
+                if spawned {
+                    Ok(()) // a redelivery: raised before
+                } else {
+                    Err(TableError::Corrupt {
+                        job: job.to_string(),
+                        message: format!(
+                            "continuation {chunk} cannot be added in state {}",
+                            get_s(&item, "state").unwrap_or("missing")
+                        ),
+                    })
+                }
+            }
+            Err(e) => Err(sdk_err("UpdateItem(add continuation)", job)(e)),
+        }
+    }
+
+    /// The stored results of one chunk, if any.
+    pub async fn chunk_results(
+        &self,
+        job: &JobId,
+        chunk: &str,
+    ) -> Result<Option<Vec<CheckResult>>, TableError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.name)
+            .key("pk", pk(job))
+            .key("sk", s(format!("RESULT#{chunk}")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(sdk_err("GetItem(results)", job))?;
+        out.item
+            .map(|item| {
+                serde_json::from_str(get_s(&item, "results").unwrap_or("[]")).map_err(|e| {
+                    TableError::Corrupt {
+                        job: job.to_string(),
+                        message: format!("results of {chunk}: {e}"),
+                    }
+                })
+            })
+            .transpose()
+    }
+
+    /// Jobs created since `since`, newest first (at most `limit`).
+    pub async fn recent_jobs(
+        &self,
+        since: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<JobId>, TableError> {
+        let mut ids = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        let any = JobId::new("index").expect("valid");
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.name)
+                .key_condition_expression("pk = :pk AND sk >= :since")
+                .expression_attribute_values(":pk", s(INDEX))
+                .expression_attribute_values(":since", s(format!("{:012}", unix_secs(since))))
+                .scan_index_forward(false)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(sdk_err("Query(index)", &any))?;
+            for item in page.items() {
+                if let Some(id) = get_s(item, "job_id").and_then(|j| JobId::new(j).ok()) {
+                    ids.push(id);
+                    if ids.len() >= limit {
+                        return Ok(ids);
+                    }
+                }
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(ids),
+            }
+        }
+    }
+
+    /// A stalled job -> `aggregating`, marked as expiring: proxies of chunks never counted are
+    /// counted unchecked, so the accounting holds. Only if the job is still exactly as `rec`
+    /// shows it (no progress since it was read).
+    pub async fn begin_expiry(&self, rec: &JobRecord) -> Result<bool, TableError> {
+        let job = &rec.job_id;
+        let missing = rec.scraped.saturating_sub(rec.tally.total());
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.name)
+            .key("pk", pk(job))
+            .key("sk", s(META))
+            .update_expression(
+                "SET #st = :to, updated_at = :now, expiring = :yes ADD unchecked :missing",
+            )
+            .condition_expression(
+                "attribute_exists(pk) AND (#st = :planned OR #st = :checking) \
+                 AND chunks_done = :done AND updated_at = :seen",
+            )
+            .expression_attribute_names("#st", "state")
+            .expression_attribute_values(":to", s(JobState::Aggregating.as_str()))
+            .expression_attribute_values(":planned", s(JobState::Planned.as_str()))
+            .expression_attribute_values(":checking", s(JobState::Checking.as_str()))
+            .expression_attribute_values(":now", n(unix_secs(SystemTime::now())))
+            .expression_attribute_values(":yes", AttributeValue::Bool(true))
+            .expression_attribute_values(":missing", n(missing))
+            .expression_attribute_values(":done", n(rec.chunks_done))
+            .expression_attribute_values(":seen", n(unix_secs(rec.updated_at)))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(sdk_err("UpdateItem(begin expiry)", job)(e)),
         }
     }
 
@@ -568,6 +755,19 @@ fn record_from_item(
             .then(|| get_n(item, "list_total")),
         plan,
         check,
+        expiring: item
+            .get("expiring")
+            .and_then(|v| v.as_bool().ok())
+            .copied()
+            .unwrap_or(false),
+        failed_chunks: item
+            .get("failed_chunks")
+            .and_then(|v| v.as_ss().ok())
+            .cloned()
+            .unwrap_or_default(),
+        sources: get_s(item, "sources")
+            .and_then(|j| serde_json::from_str(j).ok())
+            .unwrap_or_default(),
         error: get_s(item, "error").map(str::to_owned),
     })
 }

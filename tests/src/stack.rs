@@ -23,7 +23,13 @@ pub struct Stack {
     pub trigger_function: String,
     pub chunk_queue_url: String,
     pub chunk_dlq_url: String,
+    pub chunk_poison_url: String,
+    pub aggregate_queue_url: String,
+    pub bucket: String,
+    /// The local runtime's control API (`/_local/...`).
+    pub control: String,
     pub manifest: Value,
+    http: reqwest::Client,
 }
 
 impl Stack {
@@ -58,6 +64,12 @@ impl Stack {
             trigger_function: out("TriggerFunctionName"),
             chunk_queue_url: out("ChunkQueueUrl"),
             chunk_dlq_url: out("ChunkDeadLetterQueueUrl"),
+            chunk_poison_url: out("ChunkPoisonQueueUrl"),
+            aggregate_queue_url: out("AggregateQueueUrl"),
+            bucket: out("BucketName"),
+            control: std::env::var("PROXYHARVEST_LOCAL_CONTROL")
+                .unwrap_or_else(|_| "http://127.0.0.1:9001".into()),
+            http: reqwest::Client::new(),
             manifest,
             sdk,
         }
@@ -110,15 +122,76 @@ impl Stack {
             .expect("send to the chunk queue");
     }
 
+    /// The physical name of a function of the template, by its logical id prefix
+    /// (`"Validator"` -> `proxyharvest-validator`).
+    pub fn function(&self, logical: &str) -> String {
+        let functions = self.manifest["functions"].as_object().expect("functions");
+        functions
+            .iter()
+            .find(|(_, f)| f["logical_id"] == format!("{logical}Function"))
+            .map(|(name, _)| name.clone())
+            .unwrap_or_else(|| panic!("no function {logical} in the manifest"))
+    }
+
+    /// The local runtime's status document.
+    pub async fn runtime_status(&self) -> Value {
+        self.http
+            .get(format!("{}/_local/status", self.control))
+            .send()
+            .await
+            .expect("the local runtime answers")
+            .bytes()
+            .await
+            .map(|b| serde_json::from_slice(&b).expect("status is JSON"))
+            .expect("status body")
+    }
+
+    /// Kills every busy execution environment of a function, as if it died mid-invocation.
+    /// Returns how many were killed.
+    pub async fn kill_busy(&self, function: &str) -> u64 {
+        let v: Value = self
+            .http
+            .post(format!("{}/_local/functions/{function}/kill", self.control))
+            .send()
+            .await
+            .expect("the local runtime answers")
+            .bytes()
+            .await
+            .map(|b| serde_json::from_slice(&b).expect("kill answers JSON"))
+            .expect("kill body");
+        v["killed"].as_u64().unwrap_or(0)
+    }
+
+    /// Fires a schedule of the template now (e.g. the reaper's sweep).
+    pub async fn fire_schedule(&self, name: &str) {
+        let r = self
+            .http
+            .post(format!("{}/_local/schedules/{name}/fire", self.control))
+            .send()
+            .await
+            .expect("the local runtime answers");
+        assert!(r.status().is_success(), "firing {name}: {}", r.status());
+    }
+
     /// Waits until a message whose body contains `marker` is in the chunk dead-letter queue;
     /// deletes it and returns its body.
     pub async fn await_dead_letter(&self, marker: &str, limit: Duration) -> Option<String> {
+        self.await_message(&self.chunk_dlq_url, marker, limit).await
+    }
+
+    /// Waits until a message whose body contains `marker` is in the poison queue.
+    pub async fn await_poison(&self, marker: &str, limit: Duration) -> Option<String> {
+        self.await_message(&self.chunk_poison_url, marker, limit)
+            .await
+    }
+
+    async fn await_message(&self, queue: &str, marker: &str, limit: Duration) -> Option<String> {
         let start = Instant::now();
         while start.elapsed() < limit {
             let out = self
                 .sqs
                 .receive_message()
-                .queue_url(&self.chunk_dlq_url)
+                .queue_url(queue)
                 .max_number_of_messages(10)
                 .wait_time_seconds(1)
                 .visibility_timeout(1)
@@ -130,7 +203,7 @@ impl Stack {
                 if body.contains(marker) {
                     self.sqs
                         .delete_message()
-                        .queue_url(&self.chunk_dlq_url)
+                        .queue_url(queue)
                         .receipt_handle(m.receipt_handle().unwrap_or_default())
                         .send()
                         .await

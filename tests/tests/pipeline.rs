@@ -263,11 +263,14 @@ async fn a_duplicated_chunk_is_counted_once() {
         .table
         .start_checking(
             &job,
-            &plan,
-            2,
-            proxies.len() as u64,
-            now + Duration::from_secs(600),
-            &params,
+            &proxyharvest::table::Checking {
+                plan: &plan,
+                chunks_total: 2,
+                scraped: proxies.len() as u64,
+                deadline_at: now + Duration::from_secs(600),
+                check: &params,
+                sources: &[],
+            },
         )
         .await
         .unwrap();
@@ -308,7 +311,7 @@ async fn a_duplicated_chunk_is_counted_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "end-to-end: needs the local stack (make local-test)"]
-async fn malformed_messages_go_to_the_dead_letter_queue_while_jobs_complete() {
+async fn malformed_messages_are_dead_lettered_while_jobs_complete() {
     let stack = Stack::from_env().await;
     let judge = judge::start(JudgeFormat::Own).await;
     let farm = farm::start(&[Kind::Elite]).await;
@@ -337,11 +340,13 @@ async fn malformed_messages_go_to_the_dead_letter_queue_while_jobs_complete() {
     let rec = stack.wait_final(&job, JOB_LIMIT).await;
     assert_eq!(rec.state, JobState::Complete);
     assert_accounting(&rec);
+    // Each goes to the dead-letter queue at once; no job can claim them, so the reaper moves
+    // them on to the poison queue, where they stay for inspection.
     for _ in 0..3 {
         let body = stack
-            .await_dead_letter(&marker, Duration::from_secs(60))
+            .await_poison(&marker, Duration::from_secs(60))
             .await
-            .expect("each poison message reaches the dead-letter queue");
+            .expect("each poison message ends in the poison queue");
         assert!(body.contains(&marker));
     }
 }

@@ -2,7 +2,9 @@
 //! stdout (the function log) and answers with the event plus what the runtime told it; it
 //! misbehaves on request: `{"sleep_ms": N}` sleeps first, `{"fail": "message"}` returns a function
 //! error, `{"exit": true}` exits the process mid-invocation. An SQS event gets a partial batch
-//! response instead, failing the records whose body is `{"fail":true}`.
+//! response instead, failing the records whose body is `{"fail":true}`. A Function URL event whose
+//! query holds `status=N` gets a structured response with that status, a header `x-echo: yes`, a
+//! cookie and the event as its (text) body; other Function URL events get the plain answer.
 
 use std::time::Duration;
 
@@ -23,6 +25,18 @@ async fn handle(event: LambdaEvent<Value>) -> Result<Value, Error> {
             .map(|record| json!({ "itemIdentifier": record["messageId"] }))
             .collect();
         return Ok(json!({ "batchItemFailures": failures }));
+    }
+    let url_status = payload["queryStringParameters"]["status"]
+        .as_str()
+        .and_then(|s| s.parse::<u16>().ok());
+    if let Some(status) = url_status {
+        return Ok(json!({
+            "statusCode": status,
+            "headers": { "content-type": "text/plain", "x-echo": "yes" },
+            "cookies": ["echo=1; Max-Age=60"],
+            "body": payload.to_string(),
+            "isBase64Encoded": false,
+        }));
     }
     if let Some(ms) = payload.get("sleep_ms").and_then(Value::as_u64) {
         tokio::time::sleep(Duration::from_millis(ms)).await;

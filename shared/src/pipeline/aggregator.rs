@@ -76,11 +76,28 @@ pub async fn process(
         .publisher
         .publish(&results, &params, Some(job.as_str()), max_age)
         .await?;
-    let end = if rec.chunks_failed > 0 {
+    let end = if rec.expiring {
+        JobState::Expired
+    } else if rec.chunks_failed > 0 {
         JobState::CompletePartial
     } else {
         JobState::Complete
     };
+    // The report first: once the job is final, its report is there to read.
+    let mut report = *rec.clone();
+    report.state = end;
+    report.list_total = Some(list.counts.total);
+    let key = format!("{}{job}.json", services.deployment.report_prefix);
+    services
+        .publisher
+        .bucket()
+        .put(
+            &key,
+            serde_json::to_vec_pretty(&report).expect("serializes"),
+            "application/json",
+        )
+        .await
+        .map_err(crate::publish::PublishError::from)?;
     services.table.finish(job, end, list.counts.total).await?;
     tracing::info!(results = results.len(), listed = list.counts.total, state = %end, "job finished");
     Ok(())

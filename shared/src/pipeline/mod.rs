@@ -3,7 +3,8 @@
 //!
 //! - [`trigger`]: fetch, de-duplicate, plan, record the job, queue its chunks;
 //! - [`validator`]: check one chunk under the invocation's deadline, store, count once;
-//! - [`aggregator`]: merge a finished job into the published list.
+//! - [`aggregator`]: merge a finished job into the published list;
+//! - [`judge`]: echo a Function URL request as the project's judge document.
 //!
 //! [`Services`] holds what every handler needs, built once per execution environment from the
 //! deployment's environment variables ([`Deployment`]).
@@ -16,11 +17,20 @@ use crate::queue::Queue;
 use crate::table::JobTable;
 
 pub mod aggregator;
+pub mod judge;
+pub mod reaper;
 pub mod trigger;
 pub mod validator;
 
-/// Time a validator keeps for storing and counting after its last check ends.
+/// Time a validator keeps for storing and counting after its last check ends (at most; see
+/// [`validator_margin`]).
 pub const VALIDATOR_MARGIN: Duration = Duration::from_secs(15);
+
+/// The margin for a validator with this timeout: [`VALIDATOR_MARGIN`], or a quarter of a short
+/// timeout, so that short-lived validators still get rounds to check in.
+pub fn validator_margin(timeout: Duration) -> Duration {
+    VALIDATOR_MARGIN.min(timeout / 4)
+}
 /// Lambda allows 1,024 file descriptors; each check holds at most two.
 pub const LAMBDA_MAX_CONCURRENCY: usize = 480;
 
@@ -33,6 +43,12 @@ pub struct Deployment {
     pub chunk_queue_url: String,
     /// Where messages that can never succeed go at once (malformed, unknown job, …).
     pub chunk_dlq_url: Option<String>,
+    /// Where the reaper keeps messages no job can claim.
+    pub chunk_poison_queue_url: Option<String>,
+    /// Key prefix of the per-job reports in the bucket.
+    pub report_prefix: String,
+    /// How long a job past its deadline may go without progress before the sweep expires it.
+    pub stall: Duration,
     pub aggregate_queue_url: String,
     /// The validator's function timeout: chunks are planned to finish well inside it.
     pub validator_timeout: Duration,
@@ -87,6 +103,9 @@ impl Deployment {
             list_prefix: var("LIST_PREFIX").unwrap_or_else(|| "list/".into()),
             chunk_queue_url: req("CHUNK_QUEUE_URL")?,
             chunk_dlq_url: var("CHUNK_DLQ_URL").filter(|v| !v.is_empty()),
+            chunk_poison_queue_url: var("CHUNK_POISON_QUEUE_URL").filter(|v| !v.is_empty()),
+            report_prefix: var("REPORT_PREFIX").unwrap_or_else(|| "reports/".into()),
+            stall: Duration::from_secs(num("SWEEP_STALL_S", 120)?),
             aggregate_queue_url: req("AGGREGATE_QUEUE_URL")?,
             validator_timeout: Duration::from_secs(num("VALIDATOR_TIMEOUT_S", 120)?),
             validator_concurrency: num("VALIDATOR_MAX_CONCURRENCY", 20)?.max(1) as usize,
@@ -102,6 +121,7 @@ pub struct Services {
     pub table: JobTable,
     pub chunks: Queue,
     pub chunk_dlq: Option<Queue>,
+    pub chunk_poison: Option<Queue>,
     pub aggregate: Queue,
     pub publisher: Publisher,
 }
@@ -120,6 +140,10 @@ impl Services {
             chunks: Queue::new(sqs.clone(), &deployment.chunk_queue_url),
             chunk_dlq: deployment
                 .chunk_dlq_url
+                .as_ref()
+                .map(|u| Queue::new(sqs.clone(), u)),
+            chunk_poison: deployment
+                .chunk_poison_queue_url
                 .as_ref()
                 .map(|u| Queue::new(sqs.clone(), u)),
             aggregate: Queue::new(sqs, &deployment.aggregate_queue_url),

@@ -13,11 +13,11 @@ use serde_json::Value;
 
 use crate::config::Config;
 use crate::job::{AggregateMessage, ChunkMessage, JobId, JobRecord, JobState, MESSAGE_VERSION};
-use crate::pipeline::{LAMBDA_MAX_CONCURRENCY, Services, VALIDATOR_MARGIN};
+use crate::pipeline::{LAMBDA_MAX_CONCURRENCY, Services, validator_margin};
 use crate::plan::{self, CHUNK_BUDGET_BYTES, Plan, PlanInput};
 use crate::proxy::{self, Proxy};
 use crate::source::{self, SourceReport};
-use crate::table::Created;
+use crate::table::{Checking, Created};
 
 /// Overrides a person (or `proxyharvest run`) may pass when starting a job by hand.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,7 +162,12 @@ fn apply_overrides(cfg: &mut Config, req: &RunRequest) -> Result<(), TriggerErro
         cfg.check.judge_https = Some(url(j)?);
     }
     if let Some(pem) = &req.judge_ca_pem {
-        let path = std::env::temp_dir().join("proxyharvest-run-judge-ca.pem");
+        // One file per invocation: concurrent invocations must not read each other's half-writes.
+        let path = std::env::temp_dir().join(format!(
+            "proxyharvest-run-judge-ca-{}-{:08x}.pem",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
         std::fs::write(&path, pem)
             .map_err(|e| TriggerError::Config(format!("writing {}: {e}", path.display())))?;
         cfg.check.judge_ca = Some(path);
@@ -220,7 +225,7 @@ pub async fn handle(services: &Services, event: Value) -> Result<TriggerResponse
     let plan = plan::plan(&PlanInput {
         proxies: proxies.len(),
         function_timeout: d.validator_timeout,
-        safety_margin: VALIDATOR_MARGIN,
+        safety_margin: validator_margin(d.validator_timeout),
         worst_case_check: Duration::from_millis(spec.timeout_ms),
         concurrency,
     })?;
@@ -236,11 +241,14 @@ pub async fn handle(services: &Services, event: Value) -> Result<TriggerResponse
         .table
         .start_checking(
             &job_id,
-            &plan,
-            chunks.len() as u64,
-            scraped,
-            deadline_at,
-            &cfg.check_params(),
+            &Checking {
+                plan: &plan,
+                chunks_total: chunks.len() as u64,
+                scraped,
+                deadline_at,
+                check: &cfg.check_params(),
+                sources: &fetched.reports,
+            },
         )
         .await?;
 

@@ -18,7 +18,14 @@ use crate::job::{
     AggregateMessage, CheckSpec, ChunkMessage, JobState, MESSAGE_VERSION, MessageError,
 };
 use crate::judge::JudgeConfig;
-use crate::pipeline::{LAMBDA_MAX_CONCURRENCY, Services, VALIDATOR_MARGIN};
+use crate::outcome::{Outcome, Tally};
+use crate::pipeline::{LAMBDA_MAX_CONCURRENCY, Services, validator_margin};
+use crate::plan::MAX_CHUNK_PROXIES;
+use crate::proxy::Proxy;
+
+/// A chunk that keeps running out of time is continued at most this many times; what is left
+/// then is counted unchecked rather than passed on forever.
+pub const MAX_CONTINUATIONS: usize = 8;
 use crate::table::Counted;
 use crate::target::TargetPolicy;
 
@@ -32,6 +39,8 @@ pub enum ChunkError {
     PrivateNotAllowed,
     #[error("bad check settings: {0}")]
     Settings(String),
+    #[error("chunk holds {proxies} proxies, more than the {MAX_CHUNK_PROXIES} a chunk may hold")]
+    Oversized { proxies: usize },
     #[error("checker could not start: {0}")]
     Checker(#[from] CheckError),
     #[error(transparent)]
@@ -55,6 +64,7 @@ impl ChunkError {
                 | ChunkError::UnknownJob(_)
                 | ChunkError::PrivateNotAllowed
                 | ChunkError::Settings(_)
+                | ChunkError::Oversized { .. }
         )
     }
 }
@@ -82,8 +92,16 @@ pub fn check_config(spec: &CheckSpec) -> Result<CheckConfig, ChunkError> {
                 "proxyharvest-judge-ca-{:016x}.pem",
                 fxhash(pem.as_bytes())
             ));
-            std::fs::write(&path, pem)
-                .map_err(|e| ChunkError::Settings(format!("writing {}: {e}", path.display())))?;
+            if std::fs::read_to_string(&path).ok().as_deref() != Some(pem.as_str()) {
+                // Written aside and renamed: environments share /tmp, and a reader must never see
+                // a half-written file.
+                let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+                std::fs::write(&tmp, pem)
+                    .and_then(|()| std::fs::rename(&tmp, &path))
+                    .map_err(|e| {
+                        ChunkError::Settings(format!("writing {}: {e}", path.display()))
+                    })?;
+            }
             Some(path)
         }
     };
@@ -174,21 +192,54 @@ pub async fn process(
         return Err(ChunkError::PrivateNotAllowed);
     }
 
+    if msg.proxies.len() > MAX_CHUNK_PROXIES {
+        return Err(ChunkError::Oversized {
+            proxies: msg.proxies.len(),
+        });
+    }
+
     let checker = checkers.get(&msg.check).await?;
+    let margin = validator_margin(services.deployment.validator_timeout);
     let stop_at = stop_at(
         deadline,
         SystemTime::now(),
         Duration::from_millis(msg.check.timeout_ms),
+        margin,
     );
     let started = std::time::Instant::now();
     let total = msg.proxies.len();
     let results = checker
         .check_all(msg.proxies.clone(), Some(stop_at), |_| {})
         .await;
-    let tally = services
+    // From here on, work from what is stored: a redelivery racing this one must agree on which
+    // proxies were checked and which go on to the continuation.
+    let stored = services
         .table
         .store_results(job, &msg.chunk_id, &results)
         .await?;
+    let mut tally: Tally = stored.iter().map(|r| &r.outcome).collect();
+    let remainder: Vec<Proxy> = stored
+        .iter()
+        .filter(|r| r.outcome == Outcome::Unchecked)
+        .map(|r| r.proxy.clone())
+        .collect();
+    if !remainder.is_empty() && continuation_depth(&msg.chunk_id) < MAX_CONTINUATIONS {
+        let next = format!("{}.1", msg.chunk_id);
+        // The total goes up before this chunk is counted: the job can never look complete while
+        // the continuation is still queued.
+        services.table.add_continuation(job, &next).await?;
+        let body = serde_json::to_string(&ChunkMessage {
+            v: MESSAGE_VERSION,
+            job_id: job.clone(),
+            chunk_id: next.clone(),
+            check: msg.check.clone(),
+            proxies: remainder.clone(),
+        })
+        .expect("serializes");
+        services.chunks.send(&body).await?;
+        tally.unchecked -= remainder.len() as u64;
+        tracing::info!(continuation = %next, proxies = remainder.len(), "deadline near: the rest goes on in a continuation chunk");
+    }
     tracing::info!(
         proxies = total,
         live = tally.live,
@@ -223,15 +274,21 @@ async fn fire_aggregator(services: &Services, msg: &ChunkMessage) -> Result<(), 
 }
 
 /// When to stop starting checks: every check started before then ends (within `worst_case`)
-/// with [`VALIDATOR_MARGIN`] left to store and count before the deadline.
+/// with `margin` left to store, continue and count before the deadline.
 pub fn stop_at(
     deadline: SystemTime,
     now: SystemTime,
     worst_case: Duration,
+    margin: Duration,
 ) -> tokio::time::Instant {
     let left = deadline.duration_since(now).unwrap_or(Duration::ZERO);
-    let budget = left.saturating_sub(VALIDATOR_MARGIN + worst_case);
+    let budget = left.saturating_sub(margin + worst_case);
     tokio::time::Instant::now() + budget
+}
+
+/// How many continuations deep a chunk is (`c00003.1.1` is 2 deep).
+pub fn continuation_depth(chunk_id: &str) -> usize {
+    chunk_id.matches('.').count()
 }
 
 #[cfg(test)]
@@ -239,15 +296,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn continuations_are_bounded_by_depth() {
+        assert_eq!(continuation_depth("c00003"), 0);
+        assert_eq!(continuation_depth("c00003.1.1"), 2);
+    }
+
+    #[test]
     fn stop_at_leaves_room_for_the_last_check_and_the_bookkeeping() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
         let before = tokio::time::Instant::now();
-        let t = stop_at(now + Duration::from_secs(120), now, Duration::from_secs(10));
+        let margin = Duration::from_secs(15);
+        let t = stop_at(
+            now + Duration::from_secs(120),
+            now,
+            Duration::from_secs(10),
+            margin,
+        );
         let budget = t - before;
         assert!(budget <= Duration::from_secs(95) + Duration::from_millis(50));
         assert!(budget >= Duration::from_secs(94));
         // A deadline already too close: stop at once.
-        let t = stop_at(now + Duration::from_secs(5), now, Duration::from_secs(10));
+        let t = stop_at(
+            now + Duration::from_secs(5),
+            now,
+            Duration::from_secs(10),
+            margin,
+        );
         assert!(t - tokio::time::Instant::now() < Duration::from_millis(50));
     }
 }
