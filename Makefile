@@ -28,7 +28,7 @@ STACK ?= proxyharvest
 # message coming back, continuation chunks) run in minutes; the visibility stays 6x the timeout.
 VALIDATOR_TIMEOUT ?= 20
 CHUNK_VISIBILITY ?= 120
-STATE := .local/$(EMULATOR)
+STATE ?= .local/$(EMULATOR)
 
 MOTO_VENV := $(CACHE)/venv-moto
 LOCALSTACK_VENV := $(CACHE)/venv-localstack
@@ -46,7 +46,7 @@ ENDPOINT_ENV := AWS_ENDPOINT_URL=http://127.0.0.1:$(MOTO_PORT)
 endif
 LOCAL_ENV := $(AWS_TEST_ENV) $(ENDPOINT_ENV) AWS_ENDPOINT_URL_LAMBDA=http://127.0.0.1:$(LAMBDA_PORT)
 
-.PHONY: help build test lint fmt local-up local-down local-test run deploy bench bench-pipeline \
+.PHONY: help build test lint fmt local-up local-down local-test run demo deploy bench bench-pipeline \
 	venv-moto venv-localstack emulator deploy-local runtime
 
 help:
@@ -133,6 +133,10 @@ lint-infra: venv-moto
 run: local-up
 	source $(STATE)/env && $(BIN)/proxyharvest run --stack-manifest $(STATE)/manifest.json
 
+# One job through the real pipeline against a loopback farm of every kind of proxy, no network.
+demo: local-up
+	infra/local/demo.sh $(STATE)/env $(BIN)
+
 deploy:
 	@echo "Deploying to a real AWS account (needs sam, cargo-lambda and credentials):"
 	sam build --template-file infra/template.yaml --beta-features
@@ -142,3 +146,26 @@ deploy:
 # BENCH_ARGS: e.g. --quick, --proxies N, --concurrency N.
 bench:
 	cargo run --release -p proxyharvest-tests --bin bench-engine -- $(BENCH_ARGS)
+
+# ---- the pipeline benchmark and the soak test (figures in docs/benchmarks.md) -------------------
+# Each runs against a stack of its own (state and ports apart from local-test's, so both can be up
+# at once): it brings the stack up, runs, and takes it down at the end, also on failure or Ctrl-C.
+# STATE, MOTO_PORT, LAMBDA_PORT and URL_PORT_BASE given to make override the defaults below.
+#   make bench-pipeline BENCH_PIPELINE_ARGS="--proxies 1000"     (default: 10,000 proxies)
+#   make soak SOAK_ARGS="--proxies 1000 --jobs 2"                 (default: 3 jobs of 10,000)
+.PHONY: soak
+given = $(if $(filter command line environment,$(origin $(1))),$($(1)),$(2))
+PIPELINE_STATE := $(call given,STATE,.local/bench)
+PIPELINE_STACK := STATE=$(PIPELINE_STATE) MOTO_PORT=$(call given,MOTO_PORT,6599) \
+	LAMBDA_PORT=$(call given,LAMBDA_PORT,9701) URL_PORT_BASE=$(call given,URL_PORT_BASE,9801)
+# $(call on_pipeline_stack,COMMAND): COMMAND with the stack's environment, between up and down.
+on_pipeline_stack = trap '$(MAKE) --no-print-directory local-down $(PIPELINE_STACK)' EXIT; \
+	$(MAKE) --no-print-directory local-up $(PIPELINE_STACK); \
+	source $(PIPELINE_STATE)/env; \
+	$(1)
+
+bench-pipeline:
+	$(call on_pipeline_stack,cargo run $(CARGO_PROFILE_FLAG) -p proxyharvest-tests --bin bench-pipeline -- $(BENCH_PIPELINE_ARGS))
+
+soak:
+	$(call on_pipeline_stack,cargo run $(CARGO_PROFILE_FLAG) -p proxyharvest-tests --bin soak -- $(SOAK_ARGS))

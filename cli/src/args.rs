@@ -28,8 +28,10 @@ pub enum Command {
     Run(RunArgs),
     /// Wait for a job that is already running.
     Wait(WaitArgs),
-    /// Show a job's record.
+    /// Show a job's record: counts, plan, each source and each failed chunk.
     Status(StatusArgs),
+    /// Recent jobs, newest first, with state, counts and durations.
+    Jobs(JobsArgs),
     /// Read the published list.
     Get(GetArgs),
     /// The chunk plan of a run and what runs cost on AWS (itemised, from published prices).
@@ -169,6 +171,21 @@ pub struct WaitArgs {
     pub stack: StackArgs,
     #[command(flatten)]
     pub wait: WaitFlags,
+}
+
+#[derive(Args, Debug)]
+pub struct JobsArgs {
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// How far back to look (e.g. 24h, 7d).
+    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+    pub since: std::time::Duration,
+    /// At most this many jobs.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    /// Print the job records as a JSON array.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

@@ -29,6 +29,7 @@ async fn main() {
         Command::Run(a) => run::run(a).await,
         Command::Wait(a) => run::wait(a).await,
         Command::Status(a) => run::status(a).await,
+        Command::Jobs(a) => run::jobs(a).await,
         Command::Get(a) => get::run(a).await,
         Command::Plan(a) => plan::run(a),
     };

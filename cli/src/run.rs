@@ -12,7 +12,7 @@ use proxyharvest::job::{JobId, JobRecord, JobState};
 use proxyharvest::pipeline::trigger::{RunRequest, TriggerResponse};
 use proxyharvest::table::JobTable;
 
-use crate::args::{RunArgs, StatusArgs, WaitArgs, WaitFlags};
+use crate::args::{JobsArgs, RunArgs, StatusArgs, WaitArgs, WaitFlags};
 use crate::exit::{Outcome, Result};
 use crate::progress::Progress;
 use crate::stack::Stack;
@@ -93,6 +93,55 @@ pub async fn wait(a: WaitArgs) -> Result<Outcome> {
     wait_for(&stack.table()?, &job, &a.wait, None).await
 }
 
+pub async fn jobs(a: JobsArgs) -> Result<Outcome> {
+    let stack = Stack::resolve(&a.stack).await?;
+    let table = stack.table()?;
+    let since = SystemTime::now()
+        .checked_sub(a.since)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let mut records = Vec::new();
+    for job in table.recent_jobs(since, a.limit).await? {
+        if let Some(rec) = table.get_job(&job).await? {
+            records.push(rec);
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&records)?);
+        return Ok(Outcome::Done);
+    }
+    if records.is_empty() {
+        println!(
+            "no jobs in the last {}",
+            humantime::format_duration(a.since)
+        );
+        return Ok(Outcome::Done);
+    }
+    println!(
+        "{:<34} {:<16} {:<20} {:>7} {:>9} {:>7} {:>7} {:>9} {:>8} {:>7}",
+        "JOB", "STATE", "CREATED", "TOOK", "CHUNKS", "SCRAPED", "LIVE", "DEAD", "UNCHECK", "REJECT"
+    );
+    for r in &records {
+        let took = r
+            .updated_at
+            .duration_since(r.created_at)
+            .unwrap_or_default();
+        println!(
+            "{:<34} {:<16} {:<20} {:>6}s {:>9} {:>7} {:>7} {:>9} {:>8} {:>7}",
+            r.job_id.as_str(),
+            r.state.as_str(),
+            humantime::format_rfc3339_seconds(r.created_at).to_string(),
+            took.as_secs(),
+            format!("{}/{}", r.chunks_done, r.chunks_total),
+            r.scraped,
+            r.tally.live,
+            r.tally.dead,
+            r.tally.unchecked,
+            r.tally.rejected
+        );
+    }
+    Ok(Outcome::Done)
+}
+
 pub async fn status(a: StatusArgs) -> Result<Outcome> {
     let stack = Stack::resolve(&a.stack).await?;
     let job = JobId::new(&a.job_id)?;
@@ -111,6 +160,21 @@ pub async fn status(a: StatusArgs) -> Result<Outcome> {
                 plan.rounds_per_chunk,
                 plan.max_chunk_duration.as_secs()
             );
+        }
+        for s in &rec.sources {
+            match &s.error {
+                None => println!(
+                    "source ok    {} — {} bytes, {} proxies, {} invalid, {} duplicates, {} ms",
+                    s.source, s.bytes, s.parsed, s.invalid, s.duplicates, s.elapsed_ms
+                ),
+                Some(e) => println!(
+                    "source FAIL  {} — {e} (after {} attempt(s))",
+                    s.source, s.attempts
+                ),
+            }
+        }
+        for c in &rec.failed_chunks {
+            println!("chunk FAILED {c} — dead-lettered; its proxies are counted unchecked");
         }
         if let Some(e) = &rec.error {
             println!("error: {e}");

@@ -42,6 +42,7 @@ CONTROL_PLANE_TYPES = {
     "AWS::IAM::Role",
     "AWS::Events::Rule",
     "AWS::Logs::LogGroup",
+    "AWS::CloudWatch::Alarm",
 }
 
 
@@ -111,7 +112,9 @@ def translate(template_path, params, region):
 
 def split(cfn, emulator):
     """Returns (stacks, control) where stacks maps a service target name to a template."""
-    base = {k: v for k, v in cfn.items() if k not in ("Resources", "Outputs", "Transform")}
+    # Conditions only gate control-plane resources (alarm actions), which stay out of the stacks.
+    base = {k: v for k, v in cfn.items()
+            if k not in ("Resources", "Outputs", "Transform", "Conditions")}
     main, dynamo, control = {}, {}, {}
     for lid, res in cfn["Resources"].items():
         t = res["Type"]

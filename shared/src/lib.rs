@@ -11,7 +11,7 @@
 //!   (S3), with [`job`] (states and messages) and [`publish`] (merge and write without lost
 //!   updates) over them, and [`pipeline`], the three Lambda handlers;
 //! - [`consume`]: the consumer's side, fetching, filtering and printing the published list;
-//! - [`config`]: the one configuration loader.
+//! - [`config`]: the one configuration loader; [`metrics`]: CloudWatch metrics as log lines.
 //! - [`cost`]: what a run and a month of runs cost on AWS, from the plan and published prices.
 
 pub mod aws;
@@ -25,6 +25,7 @@ pub mod job;
 pub mod judge;
 pub mod list;
 pub mod merge;
+pub mod metrics;
 pub mod outcome;
 pub mod parse;
 pub mod pipeline;

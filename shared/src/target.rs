@@ -8,16 +8,16 @@
 //!
 //! Addresses fall into three classes, kept in one table per family so a reader sees every range:
 //! - **public**: allowed;
-//! - **private** (loopback, RFC 1918, CGNAT, link-local, unique-local, documentation,
-//!   benchmarking, ...): forbidden unless [`TargetPolicy::allow_private`] is set, which exists for
-//!   tests and lab networks;
-//! - **never**: unspecified, multicast, broadcast/reserved, and the cloud metadata endpoints.
-//!   No proxy can live there, or contacting it is exactly the attack this guard exists for, so
-//!   even `allow_private` does not open them.
+//! - **private** (loopback, RFC 1918, CGNAT, link-local, unique-local, benchmarking, ...):
+//!   forbidden unless [`TargetPolicy::allow_private`] is set, which exists for tests and lab
+//!   networks;
+//! - **never**: unspecified, multicast, broadcast/reserved, documentation, and the cloud metadata
+//!   endpoints. No proxy can live there, or contacting it is exactly the attack this guard exists
+//!   for, so even `allow_private` does not open them.
 //!
-//! Documentation ranges (192.0.2/24, 198.51.100/24, 203.0.113/24, 2001:db8::/32) are forbidden:
-//! they are never routed on the Internet, so an entry there is junk, and where a network does use
-//! them, it is a local one.
+//! Documentation ranges (192.0.2/24, 198.51.100/24, 203.0.113/24, 2001:db8::/32) are never
+//! contacted: they are not routed on the Internet, so an entry there is junk — and examples and
+//! test data use them, which must never turn into traffic to whatever a network put there.
 //!
 //! IPv6 addresses that carry an IPv4 address (IPv4-mapped `::ffff:a.b.c.d`, the deprecated
 //! IPv4-compatible `::a.b.c.d`, NAT64 `64:ff9b::/96` and 6to4 `2002::/16`) are judged by the IPv4
@@ -104,11 +104,11 @@ const V4_RANGES: &[(Ipv4Addr, u8, Class)] = &[
     (Ipv4Addr::new(169, 254, 170, 0), 24, Never),
     (Ipv4Addr::new(172, 16, 0, 0), 12, Private),
     (Ipv4Addr::new(192, 0, 0, 0), 24, Private), // IETF protocol assignments
-    (Ipv4Addr::new(192, 0, 2, 0), 24, Private), // TEST-NET-1 (documentation)
+    (Ipv4Addr::new(192, 0, 2, 0), 24, Never),   // TEST-NET-1 (documentation)
     (Ipv4Addr::new(192, 168, 0, 0), 16, Private),
     (Ipv4Addr::new(198, 18, 0, 0), 15, Private), // benchmarking
-    (Ipv4Addr::new(198, 51, 100, 0), 24, Private), // TEST-NET-2 (documentation)
-    (Ipv4Addr::new(203, 0, 113, 0), 24, Private), // TEST-NET-3 (documentation)
+    (Ipv4Addr::new(198, 51, 100, 0), 24, Never), // TEST-NET-2 (documentation)
+    (Ipv4Addr::new(203, 0, 113, 0), 24, Never),  // TEST-NET-3 (documentation)
     (Ipv4Addr::new(224, 0, 0, 0), 4, Never),     // multicast
     (Ipv4Addr::new(240, 0, 0, 0), 4, Never),     // reserved, and 255.255.255.255 broadcast
 ];
@@ -121,7 +121,7 @@ const V6_RANGES: &[(Ipv6Addr, u8, Class)] = &[
     (Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, 0, 0), 48, Private), // local-use NAT64
     (Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0), 64, Private),     // discard-only
     (Ipv6Addr::new(0x2001, 0x2, 0, 0, 0, 0, 0, 0), 48, Private),  // benchmarking
-    (Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0), 32, Private), // documentation
+    (Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0), 32, Never),  // documentation
     (Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7, Private),     // unique local
     (Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0), 32, Never),  // AWS metadata, DNS, time
     (Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10, Private),    // link-local
@@ -248,9 +248,6 @@ mod tests {
             "100.127.255.255",
             "169.254.0.1",
             "192.0.0.8",
-            "192.0.2.1",
-            "198.51.100.7",
-            "203.0.113.9",
             "198.18.0.1",
             "198.19.255.255",
             "::1",
@@ -259,7 +256,6 @@ mod tests {
             "fe80::1",
             "febf::1",
             "fec0::1",
-            "2001:db8::1",
             "2001:2::1",
             "100::1",
             "64:ff9b:1::a00:1",
@@ -293,6 +289,10 @@ mod tests {
             "fd00:ec2::123",
             "ff02::1",
             "ff05::2",
+            "192.0.2.1",
+            "198.51.100.7",
+            "203.0.113.9",
+            "2001:db8::1",
         ] {
             assert!(is_forbidden(ip(s)), "{s}");
             assert!(!OPEN.permits(ip(s)), "{s} must never be allowed");

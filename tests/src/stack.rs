@@ -29,6 +29,8 @@ pub struct Stack {
     /// The local runtime's control API (`/_local/...`).
     pub control: String,
     pub manifest: Value,
+    /// The state directory the manifest lives in (`.local/<name>`): logs are under it.
+    state_dir: PathBuf,
     http: reqwest::Client,
 }
 
@@ -71,6 +73,10 @@ impl Stack {
                 .unwrap_or_else(|_| "http://127.0.0.1:9001".into()),
             http: reqwest::Client::new(),
             manifest,
+            state_dir: path
+                .parent()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(".")),
             sdk,
         }
     }
@@ -131,6 +137,23 @@ impl Stack {
             .find(|(_, f)| f["logical_id"] == format!("{logical}Function"))
             .map(|(name, _)| name.clone())
             .unwrap_or_else(|| panic!("no function {logical} in the manifest"))
+    }
+
+    /// The log the local runtime writes for a function (`<state>/logs/<function>.log`, as
+    /// `make local-up` starts it): one line per log record, `[environment] {json}`.
+    pub fn log_file(&self, function: &str) -> PathBuf {
+        self.state_dir.join("logs").join(format!("{function}.log"))
+    }
+
+    /// How many invocations the SQS event source of a function runs at once (its
+    /// `MaximumConcurrency`), if the function has one.
+    pub fn event_source_concurrency(&self, function: &str) -> Option<usize> {
+        self.manifest["event_sources"]
+            .as_array()?
+            .iter()
+            .find(|source| source["function"] == function)?["maximum_concurrency"]
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
     }
 
     /// The local runtime's status document.
@@ -214,4 +237,61 @@ impl Stack {
         }
         None
     }
+}
+
+/// A job configuration (TOML, for the trigger's `config_toml`) that keeps a job on loopback:
+/// these sources, this judge and no HTTPS judge (the built-in one is on the internet), private
+/// targets allowed, and the check's timeout and concurrency, which also size the chunks.
+pub fn loopback_config(
+    sources: &[String],
+    judge: &url::Url,
+    timeout: Duration,
+    concurrency: usize,
+) -> String {
+    let mut toml = format!(
+        "[check]\njudge = \"{judge}\"\njudge_https = \"\"\ntimeout_ms = {}\n\
+         connect_timeout_ms = 1000\nconcurrency = {concurrency}\nallow_private = true\n",
+        timeout.as_millis()
+    );
+    for url in sources {
+        toml += &format!("\n[[sources]]\nurl = \"{url}\"\n");
+    }
+    toml
+}
+
+/// The machine the stack runs on, in one line, for the figures a benchmark prints: every
+/// function, the emulator and the loopback servers share its cores.
+pub fn machine_summary() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
+        .map_or("unknown CPU", |(_, m)| m.trim());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    format!(
+        "{cpus} CPUs (nproc), {model}, Linux {}, {:.1} GiB RAM",
+        kernel.trim(),
+        mem_kib as f64 / 1024.0 / 1024.0
+    )
+}
+
+/// The `proxyharvest` binary where `cargo build` put it (the Makefile builds it before the tests).
+pub fn cli_binary() -> std::path::PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")));
+    let bin = target.join("debug/proxyharvest");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p proxyharvest-cli` first",
+        bin.display()
+    );
+    bin
 }

@@ -99,6 +99,18 @@ pub async fn process(
         .await
         .map_err(crate::publish::PublishError::from)?;
     services.table.finish(job, end, list.counts.total).await?;
+    let scheduled = job.as_str().starts_with("sched-");
+    crate::metrics::Record::for_function("aggregator")
+        .count("JobsFinished", 1)
+        .count(
+            "ScheduledJobsCompleted",
+            u64::from(scheduled && end != JobState::Expired),
+        )
+        .count("JobsExpired", u64::from(end == JobState::Expired))
+        .count("ListedProxies", list.counts.total)
+        .property("job_id", job.as_str())
+        .property("state", end.as_str())
+        .emit();
     tracing::info!(results = results.len(), listed = list.counts.total, state = %end, "job finished");
     Ok(())
 }

@@ -118,6 +118,11 @@ pub async fn dead_letter(services: &Services, body: &str) -> Result<(), ReaperEr
         .count_chunk(job, &msg.chunk_id, &tally, true)
         .await?;
     tracing::warn!(job_id = %job, chunk_id = %msg.chunk_id, unchecked = tally.unchecked, "chunk recorded as failed");
+    crate::metrics::Record::for_function("reaper")
+        .count("DeadLetterArrivals", 1)
+        .property("job_id", job.as_str())
+        .property("chunk_id", msg.chunk_id.as_str())
+        .emit();
     if matches!(
         counted,
         Counted::Now { complete: true } | Counted::Before { complete: true }
@@ -137,6 +142,11 @@ async fn poison(services: &Services, body: &str, reason: &str) -> Result<(), Rea
         reason,
         "message no job can claim; moved to the poison queue"
     );
+    crate::metrics::Record::for_function("reaper")
+        .count("DeadLetterArrivals", 1)
+        .count("PoisonMessages", 1)
+        .property("reason", reason)
+        .emit();
     Ok(())
 }
 

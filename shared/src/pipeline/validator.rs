@@ -223,7 +223,8 @@ pub async fn process(
         .filter(|r| r.outcome == Outcome::Unchecked)
         .map(|r| r.proxy.clone())
         .collect();
-    if !remainder.is_empty() && continuation_depth(&msg.chunk_id) < MAX_CONTINUATIONS {
+    let continued = !remainder.is_empty() && continuation_depth(&msg.chunk_id) < MAX_CONTINUATIONS;
+    if continued {
         let next = format!("{}.1", msg.chunk_id);
         // The total goes up before this chunk is counted: the job can never look complete while
         // the continuation is still queued.
@@ -240,6 +241,22 @@ pub async fn process(
         tally.unchecked -= remainder.len() as u64;
         tracing::info!(continuation = %next, proxies = remainder.len(), "deadline near: the rest goes on in a continuation chunk");
     }
+    let latencies: Vec<u32> = stored
+        .iter()
+        .filter_map(|r| match &r.outcome {
+            Outcome::Alive(a) => Some(a.latency_ms),
+            _ => None,
+        })
+        .collect();
+    crate::metrics::Record::for_function("validator")
+        .count("ProxiesChecked", tally.live + tally.dead)
+        .count("ProxiesLive", tally.live)
+        .count("ContinuationChunks", u64::from(continued))
+        .millis("ChunkDuration", started.elapsed().as_millis() as u64)
+        .millis_each("CheckLatency", &latencies)
+        .property("job_id", job.as_str())
+        .property("chunk_id", msg.chunk_id.as_str())
+        .emit();
     tracing::info!(
         proxies = total,
         live = tally.live,
