@@ -78,6 +78,15 @@ pub async fn run(a: RunArgs) -> Result<Outcome> {
         "job {}: {} unique proxies in {} chunk(s)",
         started.job_id, started.scraped, started.chunks
     );
+    if let Some(e) = &started.estimate {
+        let usd = |k: &str| e[k]["total_usd"].as_f64().unwrap_or(0.0);
+        eprintln!(
+            "estimated AWS cost: ${:.4} this run (worst case), ${:.2} a month at {}",
+            usd("per_run"),
+            usd("per_month"),
+            e["schedule"].as_str().unwrap_or("the schedule")
+        );
+    }
     if a.no_wait {
         println!("{}", started.job_id);
         return Ok(Outcome::Done);

@@ -23,12 +23,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::job::{CheckSpec, ChunkMessage, JobId, MESSAGE_VERSION};
 use crate::outcome::{Alive, Anonymity, CheckResult, FailureReason, Outcome, Timings};
-use crate::pipeline::reaper::SWEEP_WINDOW;
-use crate::pipeline::{LAMBDA_MAX_CONCURRENCY, VALIDATOR_MARGIN};
 use crate::plan::{self, Plan, PlanError, PlanInput};
+use crate::plan::{LAMBDA_MAX_CONCURRENCY, validator_margin};
 use crate::proxy::{Host, Port, Protocol, ProtocolSet, Proxy};
 use crate::source::SourceReport;
 use crate::table::RETENTION;
+use crate::table::SWEEP_WINDOW;
 
 /// The month the monthly figures are for: 30 days.
 pub const MONTH: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -683,7 +683,7 @@ pub fn estimate(input: &EstimateInput, prices: &Prices) -> Result<Estimate, Cost
     let plan = plan::plan(&PlanInput {
         proxies: input.proxies,
         function_timeout: d.validator_timeout,
-        safety_margin: VALIDATOR_MARGIN,
+        safety_margin: validator_margin(input.deployment.validator_timeout),
         worst_case_check,
         concurrency,
     })?;

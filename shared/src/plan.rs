@@ -28,6 +28,19 @@ pub const CHUNK_BUDGET_BYTES: usize = 128 * 1024;
 /// The most proxies in one chunk: `CHUNK_BUDGET_BYTES / MAX_ENTRY_BYTES` = 341.
 pub const MAX_CHUNK_PROXIES: usize = CHUNK_BUDGET_BYTES / MAX_ENTRY_BYTES;
 
+/// Time a validator keeps for storing and counting after its last check ends (at most; see
+/// [`validator_margin`]).
+pub const VALIDATOR_MARGIN: Duration = Duration::from_secs(15);
+
+/// The margin for a validator with this timeout: [`VALIDATOR_MARGIN`], or a quarter of a short
+/// timeout, so that short-lived validators still get rounds to check in.
+pub fn validator_margin(timeout: Duration) -> Duration {
+    VALIDATOR_MARGIN.min(timeout / 4)
+}
+
+/// Lambda allows 1,024 file descriptors; each check holds at most two.
+pub const LAMBDA_MAX_CONCURRENCY: usize = 480;
+
 /// What the plan is made from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlanInput {

@@ -29,6 +29,8 @@ use crate::source::SourceReport;
 
 /// How long job items are kept.
 pub const RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How far back the sweep looks for unfinished jobs.
+pub const SWEEP_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Results of one chunk must fit one item (DynamoDB's limit is 400 KB, keys and names included).
 pub const MAX_RESULTS_BYTES: usize = 380 * 1024;
 

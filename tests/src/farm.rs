@@ -147,6 +147,8 @@ pub async fn start(kinds: &[Kind]) -> Farm {
     for kind in kinds {
         let addr = if *kind == Kind::Refused {
             let socket = TcpSocket::new_v4().expect("create a socket");
+            // Ports still in TIME_WAIT from an earlier farm may be taken again.
+            socket.set_reuseaddr(true).expect("SO_REUSEADDR");
             socket
                 .bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
                 .expect("bind a loopback port");

@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 use proxyharvest::judge::JudgeDocument;
 use serde_json::{Map, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
@@ -126,9 +126,13 @@ pub async fn start_tls(format: JudgeFormat) -> (JudgeServer, PathBuf) {
 }
 
 async fn serve_on_loopback(format: JudgeFormat, tls: Option<TlsAcceptor>) -> JudgeServer {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
+    // A deep accept queue: with hundreds of checks in flight, the default of 128 overflows and
+    // each dropped connection waits out the kernel's 1 s retry, which tests would then measure.
+    let socket = tokio::net::TcpSocket::new_v4().expect("create a socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("a loopback address"))
         .expect("bind the judge on loopback");
+    let listener = socket.listen(4096).expect("listen on loopback");
     let addr = listener
         .local_addr()
         .expect("a bound listener has an address");

@@ -22,17 +22,7 @@ pub mod reaper;
 pub mod trigger;
 pub mod validator;
 
-/// Time a validator keeps for storing and counting after its last check ends (at most; see
-/// [`validator_margin`]).
-pub const VALIDATOR_MARGIN: Duration = Duration::from_secs(15);
-
-/// The margin for a validator with this timeout: [`VALIDATOR_MARGIN`], or a quarter of a short
-/// timeout, so that short-lived validators still get rounds to check in.
-pub fn validator_margin(timeout: Duration) -> Duration {
-    VALIDATOR_MARGIN.min(timeout / 4)
-}
-/// Lambda allows 1,024 file descriptors; each check holds at most two.
-pub const LAMBDA_MAX_CONCURRENCY: usize = 480;
+pub use crate::plan::{LAMBDA_MAX_CONCURRENCY, VALIDATOR_MARGIN, validator_margin};
 
 /// What the deployment tells a function through its environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +39,11 @@ pub struct Deployment {
     pub report_prefix: String,
     /// How long a job past its deadline may go without progress before the sweep expires it.
     pub stall: Duration,
+    /// The deployment's configuration file (TOML) in the bucket, if any (`config/…`).
+    pub config_key: Option<String>,
+    /// The schedule and architecture, for the cost estimate in the trigger's report.
+    pub schedule: String,
+    pub architecture: String,
     pub aggregate_queue_url: String,
     /// The validator's function timeout: chunks are planned to finish well inside it.
     pub validator_timeout: Duration,
@@ -106,6 +101,9 @@ impl Deployment {
             chunk_poison_queue_url: var("CHUNK_POISON_QUEUE_URL").filter(|v| !v.is_empty()),
             report_prefix: var("REPORT_PREFIX").unwrap_or_else(|| "reports/".into()),
             stall: Duration::from_secs(num("SWEEP_STALL_S", 120)?),
+            config_key: var("CONFIG_KEY").filter(|v| !v.is_empty()),
+            schedule: var("SCHEDULE_EXPRESSION").unwrap_or_else(|| "rate(6 hours)".into()),
+            architecture: var("ARCHITECTURE").unwrap_or_else(|| "arm64".into()),
             aggregate_queue_url: req("AGGREGATE_QUEUE_URL")?,
             validator_timeout: Duration::from_secs(num("VALIDATOR_TIMEOUT_S", 120)?),
             validator_concurrency: num("VALIDATOR_MAX_CONCURRENCY", 20)?.max(1) as usize,

@@ -21,8 +21,7 @@ use crate::outcome::{CheckResult, Outcome, Tally};
 use crate::pipeline::Services;
 use crate::table::Counted;
 
-/// How far back the sweep looks for unfinished jobs.
-pub const SWEEP_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
+pub use crate::table::SWEEP_WINDOW;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReaperError {

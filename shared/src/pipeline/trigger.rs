@@ -81,6 +81,10 @@ pub struct TriggerResponse {
     /// Epoch seconds by which the job should be over.
     pub deadline_at: u64,
     pub sources: Vec<SourceReport>,
+    /// The chunk plan priced, per run and per month at the schedule (see [`crate::cost`]);
+    /// absent when the schedule cannot be priced (a cron expression).
+    #[serde(default)]
+    pub estimate: Option<Value>,
     /// Where the job and its list live, so a caller needs no other configuration.
     pub table: String,
     pub bucket: String,
@@ -122,11 +126,18 @@ impl From<TriggerError> for lambda_runtime::Diagnostic {
     }
 }
 
-/// The configuration a job runs with: the deployment's, with the request's overrides.
-pub fn job_config(req: &RunRequest, allow_private_here: bool) -> Result<Config, TriggerError> {
-    let mut cfg = match &req.config_toml {
-        Some(text) => crate::config::from_str(text, "the run request's config"),
-        None => crate::config::load(None),
+/// The configuration a job runs with: the request's, or the deployment's (the file at
+/// `CONFIG_KEY` in the bucket, else the built-in default), then the environment, then the
+/// request's overrides.
+pub fn job_config(
+    req: &RunRequest,
+    deployed: Option<&str>,
+    allow_private_here: bool,
+) -> Result<Config, TriggerError> {
+    let mut cfg = match (&req.config_toml, deployed) {
+        (Some(text), _) => crate::config::from_str(text, "the run request's config"),
+        (None, Some(text)) => crate::config::from_str(text, "the deployment's config"),
+        (None, None) => crate::config::load(None),
     }
     .map_err(|e| TriggerError::Config(e.to_string()))?;
     cfg.apply_env(std::env::vars())
@@ -189,7 +200,28 @@ pub async fn handle(services: &Services, event: Value) -> Result<TriggerResponse
         ),
     };
     let d = &services.deployment;
-    let cfg = job_config(&req, d.allow_private)?;
+    let deployed =
+        match (&req.config_toml, &d.config_key) {
+            (None, Some(key)) => {
+                let obj = services
+                    .publisher
+                    .bucket()
+                    .get(key)
+                    .await
+                    .map_err(|e| TriggerError::Config(e.to_string()))?
+                    .ok_or_else(|| {
+                        TriggerError::Config(format!(
+                            "CONFIG_KEY names s3://{}/{key}, which does not exist",
+                            services.publisher.bucket().name()
+                        ))
+                    })?;
+                Some(String::from_utf8(obj.body).map_err(|_| {
+                    TriggerError::Config(format!("s3://.../{key} is not UTF-8 text"))
+                })?)
+            }
+            _ => None,
+        };
+    let cfg = job_config(&req, deployed.as_deref(), d.allow_private)?;
     let span = tracing::info_span!("job", job_id = %job_id);
     let _enter = span.enter();
 
@@ -292,7 +324,41 @@ pub async fn handle(services: &Services, event: Value) -> Result<TriggerResponse
         .await?
         .ok_or_else(|| TriggerError::Config("job vanished".into()))?;
     tracing::info!(scraped, chunks = rec.chunks_total, "job started");
-    Ok(response(services, &rec, true, fetched.reports))
+    let mut out = response(services, &rec, true, fetched.reports);
+    out.estimate = estimate(d, &spec, scraped as usize, sources.len());
+    Ok(out)
+}
+
+/// The job's plan priced with the deployment's settings, for the report.
+fn estimate(
+    d: &crate::pipeline::Deployment,
+    spec: &crate::job::CheckSpec,
+    proxies: usize,
+    sources: usize,
+) -> Option<Value> {
+    use crate::cost::{Assumptions, Deployment, EstimateInput, Prices};
+    let deployment = Deployment {
+        architecture: d.architecture.parse().ok()?,
+        schedule: d.schedule.parse().ok()?,
+        validator_timeout: d.validator_timeout,
+        validator_max_concurrency: d.validator_concurrency,
+        ..Deployment::default()
+    };
+    let input = EstimateInput {
+        proxies,
+        check: spec.clone(),
+        deployment,
+        assumptions: Assumptions::default(),
+        runs_per_month: None,
+        sources,
+    };
+    match crate::cost::estimate(&input, &Prices::builtin()) {
+        Ok(e) => serde_json::to_value(e).ok(),
+        Err(e) => {
+            tracing::info!(error = %e, "no cost estimate for this job");
+            None
+        }
+    }
 }
 
 /// When a job should be over: every round of chunks may take a whole validator timeout, plus
@@ -322,6 +388,7 @@ fn response(
         plan: rec.plan,
         deadline_at: crate::outcome::unix_secs(rec.deadline_at),
         sources,
+        estimate: None,
         table: services.table.name().to_owned(),
         bucket: services.publisher.bucket().name().to_owned(),
         list_key: services.publisher.document_key(),
@@ -353,6 +420,38 @@ mod tests {
             TriggerEvent::parse(json!({"sourcez": []})),
             Err(TriggerError::BadEvent(_))
         ));
+    }
+
+    #[test]
+    fn the_deployment_config_applies_unless_the_request_brings_its_own() {
+        let deployed = "[check]\nconcurrency = 7\n";
+        let cfg = job_config(&RunRequest::default(), Some(deployed), false).unwrap();
+        assert_eq!(cfg.check.concurrency, 7);
+        let req = RunRequest {
+            config_toml: Some("[check]\nconcurrency = 9\n".into()),
+            ..RunRequest::default()
+        };
+        assert_eq!(
+            job_config(&req, Some(deployed), false)
+                .unwrap()
+                .check
+                .concurrency,
+            9
+        );
+        let private = RunRequest {
+            allow_private: true,
+            ..RunRequest::default()
+        };
+        assert!(matches!(
+            job_config(&private, None, false),
+            Err(TriggerError::PrivateNotAllowed)
+        ));
+        assert!(
+            job_config(&private, None, true)
+                .unwrap()
+                .check
+                .allow_private
+        );
     }
 
     #[test]

@@ -23,7 +23,6 @@
 
 use std::fmt;
 use std::io::{self, Read as _};
-use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{ExitCode, Stdio};
 use std::time::Duration;
 
@@ -44,8 +43,6 @@ const USAGE: &str = "usage: bench-engine [--proxies N] [--concurrency N] [--quic
   --concurrency N  checks in flight at once (default 512)
   --quick          a smoke run: 300 proxies unless --proxies is given";
 
-/// The judge's accept queue: above any concurrency the benchmark runs.
-const JUDGE_BACKLOG: i32 = 4096;
 /// How long a slow proxy of the memory phase sits on each request.
 const SLOW_DELAY: Duration = Duration::from_millis(200);
 /// The per-check timeout of the mixed phase: what each blackhole costs.
@@ -214,7 +211,6 @@ async fn serve_farm(spec: Counts) -> Result<(), BenchError> {
     raise_fd_limit().map_err(io_error("raise the open-file limit"))?;
     let farm = farm::start(&spec.kinds()).await;
     let judge = judge::start(JudgeFormat::Own).await;
-    widen_backlog(judge.addr, JUDGE_BACKLOG).map_err(io_error("widen the judge's accept queue"))?;
     let mut listing = FarmListing {
         judge: judge.url().to_string(),
         ..FarmListing::default()
@@ -236,47 +232,6 @@ async fn serve_farm(spec: Counts) -> Result<(), BenchError> {
     let _ = parent_gone.await;
     drop((farm, judge));
     Ok(())
-}
-
-/// Widens the accept queue of this process's listener bound to `addr`.
-///
-/// `judge::start` listens with tokio's backlog of 128, and a burst of `concurrency` proxied
-/// requests overflows it: each dropped SYN costs the 1 s initial retransmission timeout, so the
-/// benchmark would time the kernel's retry instead of the engine. Linux lets `listen` be called
-/// again on a listening socket to change its backlog. A workaround until the judge takes one.
-fn widen_backlog(addr: SocketAddr, backlog: i32) -> io::Result<()> {
-    for entry in std::fs::read_dir("/proc/self/fd")? {
-        let Ok(fd) = entry?.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        if local_ipv4(fd) == Some(addr) {
-            // SAFETY: listen only changes the backlog of a socket this process has open.
-            if unsafe { libc::listen(fd, backlog) } != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            return Ok(());
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::NotFound,
-        format!("no descriptor is bound to {addr}"),
-    ))
-}
-
-/// The IPv4 address a descriptor is bound to, if it is an IPv4 socket.
-fn local_ipv4(fd: i32) -> Option<SocketAddr> {
-    // SAFETY: sockaddr_in is plain data, for which all zeroes is a valid value.
-    let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    let sa = (&raw mut sin).cast::<libc::sockaddr>();
-    // SAFETY: getsockname writes at most `len` bytes into `sin` (and fails on a non-socket).
-    if unsafe { libc::getsockname(fd, sa, &mut len) } != 0
-        || sin.sin_family != libc::AF_INET as libc::sa_family_t
-    {
-        return None;
-    }
-    let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-    Some(SocketAddr::from((ip, u16::from_be(sin.sin_port))))
 }
 
 /// A farm served by a child process.
@@ -919,25 +874,6 @@ mod tests {
         let stat = "42 (bench (x) y) S 1 42 42 0 -1 4194560 100 0 0 0 250 125 0 0 20 0 3 0";
         assert_eq!(proc_stat_cpu(stat, 100), Some(Duration::from_millis(3750)));
         assert_eq!(proc_stat_cpu("42 (bench) S 1", 100), None);
-    }
-
-    #[test]
-    fn a_widened_listener_queues_more_than_128_connections() {
-        // std listens with a backlog of 128: without the widening, connect 130 or so would hang.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        widen_backlog(addr, 1024).unwrap();
-        let queued: Vec<_> = (0..200)
-            .map_while(|_| {
-                std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()
-            })
-            .collect();
-        assert_eq!(queued.len(), 200);
-        let unbound = SocketAddr::from((Ipv4Addr::LOCALHOST, 1));
-        assert_eq!(
-            widen_backlog(unbound, 1024).unwrap_err().kind(),
-            io::ErrorKind::NotFound
-        );
     }
 
     #[test]
