@@ -86,7 +86,7 @@ venv-localstack: $(LOCALSTACK_VENV)/.ok
 emulator: venv-moto $(if $(filter localstack,$(EMULATOR)),venv-localstack,)
 	@mkdir -p $(STATE)
 	infra/local/service.sh start moto $(STATE) $(MOTO_PORT) \
-		$(MOTO_VENV)/bin/moto_server -H 127.0.0.1 -p $(MOTO_PORT)
+		$(MOTO_VENV)/bin/python infra/local/moto_server.py -H 127.0.0.1 -p $(MOTO_PORT)
 ifeq ($(EMULATOR),localstack)
 	GATEWAY_LISTEN=127.0.0.1:$(LOCALSTACK_PORT) GATEWAY_SERVER=hypercorn OVERRIDE_IN_DOCKER=0 \
 	DNS_ADDRESS=0 DISABLE_EVENTS=1 SKIP_SSL_CERT_DOWNLOAD=1 LOCALSTACK_HOST=127.0.0.1:$(LOCALSTACK_PORT) \
@@ -154,10 +154,10 @@ bench:
 #   make bench-pipeline BENCH_PIPELINE_ARGS="--proxies 1000"     (default: 10,000 proxies)
 #   make soak SOAK_ARGS="--proxies 1000 --jobs 2"                 (default: 3 jobs of 10,000)
 .PHONY: soak
-given = $(if $(filter command line environment,$(origin $(1))),$($(1)),$(2))
-PIPELINE_STATE := $(call given,STATE,.local/bench)
-PIPELINE_STACK := STATE=$(PIPELINE_STATE) MOTO_PORT=$(call given,MOTO_PORT,6599) \
-	LAMBDA_PORT=$(call given,LAMBDA_PORT,9701) URL_PORT_BASE=$(call given,URL_PORT_BASE,9801)
+pipeline_given = $(if $(filter command line environment,$(origin $(1))),$($(1)),$(2))
+PIPELINE_STATE := $(call pipeline_given,STATE,.local/bench)
+PIPELINE_STACK := STATE=$(PIPELINE_STATE) MOTO_PORT=$(call pipeline_given,MOTO_PORT,6599) \
+	LAMBDA_PORT=$(call pipeline_given,LAMBDA_PORT,9701) URL_PORT_BASE=$(call pipeline_given,URL_PORT_BASE,9801)
 # $(call on_pipeline_stack,COMMAND): COMMAND with the stack's environment, between up and down.
 on_pipeline_stack = trap '$(MAKE) --no-print-directory local-down $(PIPELINE_STACK)' EXIT; \
 	$(MAKE) --no-print-directory local-up $(PIPELINE_STACK); \

@@ -1,6 +1,7 @@
 //! `proxyharvest scan`: the whole job on one machine — fetch, parse, de-duplicate, check, and
 //! write the published list format into a directory (merged with what is already there, so the
-//! history of each proxy carries over between scans).
+//! history of each proxy carries over between scans). With `[geo]` databases configured, the
+//! list gets the country and ASN of each exit address, as the aggregator's does.
 
 use std::time::{Instant, SystemTime};
 
@@ -30,6 +31,8 @@ pub async fn run(a: ScanArgs) -> Result<Outcome> {
             .collect();
     }
     let checker = checker(&cfg).await?;
+    // Before the long part, so that a missing or corrupt database fails at once.
+    let geo = proxyharvest::geo::load(&cfg.geo, None).await?;
 
     eprintln!("fetching {} source(s)…", cfg.sources.len());
     let fetched = source::fetch_all(&cfg.sources()?, &cfg.fetch_options()).await;
@@ -77,7 +80,7 @@ pub async fn run(a: ScanArgs) -> Result<Outcome> {
         ),
         Err(_) => None,
     };
-    let list = merge(
+    let mut list = merge(
         previous.as_ref(),
         &results,
         cfg.check_params(),
@@ -87,6 +90,9 @@ pub async fn run(a: ScanArgs) -> Result<Outcome> {
             max_age: cfg.list.max_age,
         },
     );
+    if let Some(geo) = &geo {
+        geo.enrich(&mut list);
+    }
     std::fs::write(&state_path, list.to_json())?;
     let mut public = list.clone();
     public.removed.clear();

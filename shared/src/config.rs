@@ -27,6 +27,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+use crate::geo::{DbLocation, GeoSettings};
 use crate::proxy::Protocol;
 
 /// The built-in configuration.
@@ -49,6 +50,8 @@ pub struct Config {
     pub check: CheckSettings,
     pub fetch: FetchSettings,
     pub list: ListSettings,
+    /// Optional geolocation databases (`[geo]`); none by default.
+    pub geo: GeoSettings,
     pub sources: Vec<SourceSpec>,
 }
 
@@ -125,7 +128,7 @@ pub enum ConfigError {
 }
 
 /// Loads the configuration file at `path` laid over the built-in default, or the built-in
-/// default alone. A relative `check.judge_ca` is taken relative to the file.
+/// default alone. A relative `check.judge_ca` or `geo.*_db` path is taken relative to the file.
 pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
     let Some(path) = path else {
         return validate(default_raw()?, DEFAULT_ORIGIN);
@@ -142,6 +145,20 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
     {
         *ca = path.parent().unwrap_or(Path::new("")).join(&*ca);
     }
+    if let Some(geo) = raw.geo.as_mut() {
+        for db in [&mut geo.country_db, &mut geo.asn_db].into_iter().flatten() {
+            if let Ok(DbLocation::Path(p)) = db.parse::<DbLocation>()
+                && p.is_relative()
+            {
+                *db = path
+                    .parent()
+                    .unwrap_or(Path::new(""))
+                    .join(p)
+                    .display()
+                    .to_string();
+            }
+        }
+    }
     validate(raw.over(default_raw()?), &origin)
 }
 
@@ -155,7 +172,7 @@ pub fn from_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
 impl Config {
     /// Overrides settings from `PROXYHARVEST_<SECTION>_<KEY>` variables (`PROXYHARVEST_CHECK_
     /// CONCURRENCY=256`; an empty value unsets an optional setting). Other variables are ignored,
-    /// but an unknown key in the `CHECK`, `FETCH` or `LIST` section is an error, like an unknown
+    /// but an unknown key in the `CHECK`, `FETCH`, `LIST` or `GEO` section is an error, like an unknown
     /// key in a file. On error, the configuration is left unchanged.
     pub fn apply_env(
         &mut self,
@@ -167,10 +184,12 @@ impl Config {
             let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
                 continue;
             };
-            let Some((section, key)) = ["CHECK", "FETCH", "LIST"].into_iter().find_map(|s| {
-                let key = rest.strip_prefix(s)?.strip_prefix('_')?;
-                Some((s.to_ascii_lowercase(), key.to_ascii_lowercase()))
-            }) else {
+            let Some((section, key)) =
+                ["CHECK", "FETCH", "LIST", "GEO"].into_iter().find_map(|s| {
+                    let key = rest.strip_prefix(s)?.strip_prefix('_')?;
+                    Some((s.to_ascii_lowercase(), key.to_ascii_lowercase()))
+                })
+            else {
                 continue;
             };
             let dotted = format!("{section}.{key}");
@@ -214,6 +233,7 @@ struct RawConfig {
     check: Option<RawCheck>,
     fetch: Option<RawFetch>,
     list: Option<RawList>,
+    geo: Option<RawGeo>,
     sources: Option<Vec<RawSource>>,
 }
 
@@ -243,6 +263,14 @@ struct RawFetch {
 #[serde(deny_unknown_fields)]
 struct RawList {
     max_age_hours: Option<u64>,
+}
+
+/// Each a path or `s3://bucket/key`; an empty string means none.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGeo {
+    country_db: Option<String>,
+    asn_db: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -296,10 +324,16 @@ impl RawConfig {
         let list = RawList {
             max_age_hours: l.max_age_hours.or(b.max_age_hours),
         };
+        let (g, b) = (self.geo.unwrap_or_default(), base.geo.unwrap_or_default());
+        let geo = RawGeo {
+            country_db: g.country_db.or(b.country_db),
+            asn_db: g.asn_db.or(b.asn_db),
+        };
         RawConfig {
             check: Some(check),
             fetch: Some(fetch),
             list: Some(list),
+            geo: Some(geo),
             sources: self.sources.or(base.sources),
         }
     }
@@ -309,6 +343,7 @@ impl RawConfig {
         let check = self.check.get_or_insert_with(RawCheck::default);
         let fetch = self.fetch.get_or_insert_with(RawFetch::default);
         let list = self.list.get_or_insert_with(RawList::default);
+        let geo = self.geo.get_or_insert_with(RawGeo::default);
         let text = || Some(value.to_owned());
         match (section, key) {
             ("check", "judge") => check.judge = text(),
@@ -324,6 +359,8 @@ impl RawConfig {
             ("fetch", "max_bytes") => fetch.max_bytes = Some(number(value)?),
             ("fetch", "retries") => fetch.retries = Some(number(value)?),
             ("list", "max_age_hours") => list.max_age_hours = Some(number(value)?),
+            ("geo", "country_db") => geo.country_db = text(),
+            ("geo", "asn_db") => geo.asn_db = text(),
             _ => return Err("is not a setting".to_owned()),
         }
         Ok(())
@@ -368,6 +405,10 @@ impl From<&Config> for RawConfig {
             }),
             list: Some(RawList {
                 max_age_hours: Some(c.list.max_age.as_secs() / 3600),
+            }),
+            geo: Some(RawGeo {
+                country_db: c.geo.country_db.as_ref().map(DbLocation::to_string),
+                asn_db: c.geo.asn_db.as_ref().map(DbLocation::to_string),
             }),
             sources: Some(
                 c.sources
@@ -455,6 +496,21 @@ impl Checker<'_> {
             ));
         }
         Ok(url)
+    }
+
+    /// An optional database location; an empty string is how a file or variable says "none".
+    fn db_location(
+        &self,
+        key: &str,
+        value: Option<String>,
+    ) -> Result<Option<DbLocation>, ConfigError> {
+        value
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| {
+                s.parse()
+                    .map_err(|problem: String| self.invalid(key, problem))
+            })
+            .transpose()
     }
 
     fn source(&self, index: usize, raw: RawSource) -> Result<SourceSpec, ConfigError> {
@@ -546,6 +602,12 @@ fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
         max_age: Duration::from_secs(hours * 3600),
     };
 
+    let g = raw.geo.unwrap_or_default();
+    let geo = GeoSettings {
+        country_db: v.db_location("geo.country_db", g.country_db)?,
+        asn_db: v.db_location("geo.asn_db", g.asn_db)?,
+    };
+
     let mut sources: Vec<SourceSpec> = Vec::new();
     for (index, raw) in raw.sources.unwrap_or_default().into_iter().enumerate() {
         let source = v.source(index, raw)?;
@@ -562,6 +624,7 @@ fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
         check,
         fetch,
         list,
+        geo,
         sources,
     })
 }
@@ -722,6 +785,8 @@ mod tests {
             "max_bytes",
             "retries",
             "max_age_hours",
+            "country_db",
+            "asn_db",
             "url",
             "protocol",
             "headers",
@@ -869,6 +934,52 @@ mod tests {
     }
 
     #[test]
+    fn geolocation_is_off_by_default_and_set_per_database() {
+        assert_eq!(load(None).unwrap().geo, GeoSettings::default());
+        let c = from_str(
+            "[geo]\ncountry_db = \"s3://geo/GeoLite2-City.mmdb\"\nasn_db = \"\"\n",
+            "config.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.geo.country_db,
+            Some(DbLocation::S3 {
+                bucket: "geo".to_owned(),
+                key: "GeoLite2-City.mmdb".to_owned()
+            })
+        );
+        assert_eq!(c.geo.asn_db, None);
+        assert!(c.geo.is_enabled());
+        let e = error("[geo]\nasn_db = \"s3:///ASN.mmdb\"\n");
+        assert!(
+            e.starts_with("geo.asn_db must be s3://bucket/key or a path")
+                && e.ends_with(" in config.toml"),
+            "{e}"
+        );
+        assert!(error("[geo]\ncity_db = \"x\"\n").contains("city_db"));
+    }
+
+    #[test]
+    fn load_resolves_geo_paths_next_to_the_file() {
+        let dir =
+            std::env::temp_dir().join(format!("proxyharvest-geo-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.toml");
+        std::fs::write(
+            &path,
+            "[geo]\ncountry_db = \"geo/Country.mmdb\"\nasn_db = \"s3://b/ASN.mmdb\"\n",
+        )
+        .unwrap();
+        let c = load(Some(&path)).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            c.geo.country_db,
+            Some(DbLocation::Path(dir.join("geo/Country.mmdb")))
+        );
+        assert_eq!(c.geo.asn_db.unwrap().to_string(), "s3://b/ASN.mmdb");
+    }
+
+    #[test]
     fn load_reads_a_file_and_resolves_judge_ca_next_to_it() {
         let dir = std::env::temp_dir().join(format!("proxyharvest-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -911,6 +1022,11 @@ mod tests {
             ("PROXYHARVEST_FETCH_MAX_BYTES", "2048"),
             ("PROXYHARVEST_FETCH_RETRIES", "0"),
             ("PROXYHARVEST_LIST_MAX_AGE_HOURS", "6"),
+            (
+                "PROXYHARVEST_GEO_COUNTRY_DB",
+                "s3://geo-bucket/GeoLite2-Country.mmdb",
+            ),
+            ("PROXYHARVEST_GEO_ASN_DB", "/opt/geo/GeoLite2-ASN.mmdb"),
             ("PROXYHARVEST_BUCKET", "ignored: not a setting section"),
             ("PATH", "/usr/bin"),
         ]))
@@ -928,7 +1044,25 @@ mod tests {
         assert_eq!(c.fetch.max_bytes, 2048);
         assert_eq!(c.fetch.retries, 0);
         assert_eq!(c.list.max_age, Duration::from_secs(6 * 3600));
+        assert_eq!(
+            c.geo.country_db,
+            Some(DbLocation::S3 {
+                bucket: "geo-bucket".to_owned(),
+                key: "GeoLite2-Country.mmdb".to_owned()
+            })
+        );
+        assert_eq!(
+            c.geo.asn_db,
+            Some(DbLocation::Path(PathBuf::from(
+                "/opt/geo/GeoLite2-ASN.mmdb"
+            )))
+        );
         assert_eq!(c.sources, load(None).unwrap().sources);
+        // An empty value turns a database off again.
+        c.apply_env(env(&[("PROXYHARVEST_GEO_ASN_DB", "")]))
+            .unwrap();
+        assert_eq!(c.geo.asn_db, None);
+        assert!(c.geo.country_db.is_some());
     }
 
     #[test]
@@ -968,6 +1102,16 @@ mod tests {
                 "PROXYHARVEST_CHECK_CONCURENCY",
                 "5",
                 "check.concurency is not a setting in environment variable PROXYHARVEST_CHECK_CONCURENCY",
+            ),
+            (
+                "PROXYHARVEST_GEO_COUNTRY_DB",
+                "s3://only-a-bucket",
+                "geo.country_db must be s3://bucket/key or a path (got \"s3://only-a-bucket\") in environment variable PROXYHARVEST_GEO_COUNTRY_DB",
+            ),
+            (
+                "PROXYHARVEST_GEO_CITY_DB",
+                "/x.mmdb",
+                "geo.city_db is not a setting in environment variable PROXYHARVEST_GEO_CITY_DB",
             ),
             (
                 "PROXYHARVEST_CHECK_TIMEOUT_MS",

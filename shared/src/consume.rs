@@ -130,8 +130,9 @@ pub enum Format {
     Url,
 }
 
-/// The CSV header row's columns, in order.
-pub const CSV_COLUMNS: [&str; 14] = [
+/// The CSV header row's columns, in order. New columns go at the end, so that scripts reading
+/// columns by position keep working; `country` and `asn` are empty without geolocation.
+pub const CSV_COLUMNS: [&str; 16] = [
     "protocols",
     "host",
     "port",
@@ -146,6 +147,8 @@ pub const CSV_COLUMNS: [&str; 14] = [
     "checks",
     "successes",
     "first_seen",
+    "country",
+    "asn",
 ];
 
 /// Prints `selected` (entries of `list`) in `format`. `protocol` is the query's protocol filter:
@@ -254,6 +257,8 @@ fn csv(selected: &[&ListedProxy]) -> String {
             h.checks.to_string(),
             h.successes.to_string(),
             timestamp(h.first_seen),
+            p.country.clone().unwrap_or_default(),
+            p.asn.map(|n| n.to_string()).unwrap_or_default(),
         ];
         let quoted: Vec<String> = row.iter().map(|f| csv_field(f)).collect();
         out.push_str(&quoted.join(","));
@@ -728,23 +733,29 @@ mod tests {
         assert_eq!(
             rows[0],
             "protocols,host,port,username,password,latency_ms,anonymity,exit_ip,last_checked,\
-             uptime,streak,checks,successes,first_seen"
+             uptime,streak,checks,successes,first_seen,country,asn"
         );
         assert_eq!(
             rows[1],
             "http https,198.51.100.4,8080,,,50,elite,203.0.113.50,2027-01-15T07:50:00.000Z,\
-             1.000,4,4,4,2027-01-05T08:00:00.000Z"
+             1.000,4,4,4,2027-01-05T08:00:00.000Z,NZ,"
         );
         assert_eq!(
             rows[2],
             "socks5,2001:db8::7,1080,user,\"p,a\"\"ss\",120,anonymous,203.0.113.50,\
-             2027-01-15T05:00:00.000Z,0.500,1,2,1,2027-01-05T08:00:00.000Z"
+             2027-01-15T05:00:00.000Z,0.500,1,2,1,2027-01-05T08:00:00.000Z,DE,"
         );
         assert_eq!(
             rows[4],
             "socks4,proxy.example.net,1080,,,900,transparent,203.0.113.50,\
-             2027-01-15T08:00:00.000Z,1.000,4,4,4,2027-01-05T08:00:00.000Z"
+             2027-01-15T08:00:00.000Z,1.000,4,4,4,2027-01-05T08:00:00.000Z,,"
         );
+        // The ASN is the last column, empty when unknown (as above).
+        let mut with_asn = sample();
+        with_asn.proxies[0].asn = Some(64_500);
+        let selected: Vec<&ListedProxy> = with_asn.proxies.iter().collect();
+        let out = render(&with_asn, &selected[..1], Format::Csv, None);
+        assert!(out.lines().nth(1).unwrap().ends_with(",NZ,64500"), "{out}");
         // A protocol filter selects rows; it does not change them.
         let socks5 = render_all(Format::Csv, Some(Protocol::Socks5));
         assert_eq!(

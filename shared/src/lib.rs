@@ -13,6 +13,7 @@
 //! - [`consume`]: the consumer's side, fetching, filtering and printing the published list;
 //! - [`config`]: the one configuration loader; [`metrics`]: CloudWatch metrics as log lines.
 //! - [`cost`]: what a run and a month of runs cost on AWS, from the plan and published prices.
+//! - [`geo`]: the optional country and ASN of exit addresses, from MaxMind-format databases.
 
 pub mod aws;
 pub mod bucket;
@@ -20,6 +21,7 @@ pub mod check;
 pub mod config;
 pub mod consume;
 pub mod cost;
+pub mod geo;
 pub mod http;
 pub mod job;
 pub mod judge;

@@ -8,11 +8,14 @@
 //! nothing. What consumers read — [`DOCUMENT`] (without the dead) and the text lists — is derived
 //! from the state; after writing them the publisher checks that the state is still the one it
 //! derived them from, and rewrites them from the newest one if not, so they converge on the last
-//! state whatever the interleaving.
+//! state whatever the interleaving. With geolocation configured ([`Publisher::with_geo`]), every
+//! merged list is enriched with the country and ASN of each exit address before it is written.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::bucket::{Bucket, BucketError, Precondition, Versioned, Written};
+use crate::geo::GeoDb;
 use crate::list::{CheckParams, ListError, PublishedList};
 use crate::merge::{MergePolicy, merge};
 use crate::outcome::CheckResult;
@@ -45,6 +48,8 @@ pub enum PublishError {
 pub struct Publisher {
     bucket: Bucket,
     prefix: String,
+    /// Geolocation databases to enrich each merged list with, if any.
+    geo: Option<Arc<GeoDb>>,
 }
 
 impl Publisher {
@@ -52,7 +57,14 @@ impl Publisher {
         Publisher {
             bucket,
             prefix: prefix.into(),
+            geo: None,
         }
+    }
+
+    /// Enriches every list this publisher writes from `geo` (none: the fields stay absent).
+    pub fn with_geo(mut self, geo: Option<Arc<GeoDb>>) -> Publisher {
+        self.geo = geo;
+        self
     }
 
     /// Where consumers read the list.
@@ -110,13 +122,16 @@ impl Publisher {
                 now: SystemTime::now(),
                 max_age,
             };
-            let merged = merge(
+            let mut merged = merge(
                 current.as_ref().map(|(l, _)| l),
                 results,
                 params.clone(),
                 job_id.map(str::to_owned),
                 &policy,
             );
+            if let Some(geo) = &self.geo {
+                geo.enrich(&mut merged);
+            }
             let pre = match &current {
                 Some((_, etag)) => Precondition::Matches(etag.clone()),
                 None => Precondition::Absent,

@@ -62,6 +62,8 @@ pub enum Kind {
     Garbage,
     /// Answers anything with 200 and a fixed login page.
     CaptivePortal,
+    /// Answers 200 with a body that never ends.
+    EndlessBody,
     /// An elite HTTP proxy that answers only after `delay`.
     Slow { delay: Duration },
     /// Answers every request with a canned httpbin-style echo from [`HONEYPOT_IP`], without the
@@ -221,6 +223,20 @@ async fn serve(kind: &Kind, mut stream: TcpStream, peer: SocketAddr) -> io::Resu
                         <form action=\"/login\">Please log in to use the Internet.</form>\
                         </body></html>";
             answer_anything(stream, response(200, "text/html", page).as_bytes()).await
+        }
+        Kind::EndlessBody => {
+            let mut buf = [0u8; 2048];
+            if stream.read(&mut buf).await? == 0 {
+                return Ok(());
+            }
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n")
+                .await?;
+            let chunk = [b'x'; 8192];
+            // Until the checker hangs up: it must stop at its response cap.
+            loop {
+                stream.write_all(&chunk).await?;
+            }
         }
         Kind::Honeypot => {
             let body = serde_json::json!({

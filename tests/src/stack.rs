@@ -282,6 +282,21 @@ pub fn machine_summary() -> String {
     )
 }
 
+/// A fresh job id with a recognisable prefix.
+pub fn job_id(prefix: &str) -> JobId {
+    JobId::new(&format!("{prefix}-{:08x}", rand::random::<u32>())).expect("a valid id")
+}
+
+/// `scraped = live + dead + unchecked + rejected`: the invariant every end-to-end test asserts.
+pub fn assert_accounting(rec: &JobRecord) {
+    assert_eq!(
+        rec.tally.total(),
+        rec.scraped,
+        "accounting does not add up for {}: {rec:?}",
+        rec.job_id
+    );
+}
+
 /// The `proxyharvest` binary where `cargo build` put it (the Makefile builds it before the tests).
 pub fn cli_binary() -> std::path::PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")

@@ -199,6 +199,7 @@ async fn broken_proxies_die_with_the_reason_that_explains_it() {
         // Random bytes are no protocol at all: not a judge answer tampered with.
         (Kind::Garbage, dead(FailureReason::ProtocolMismatch)),
         (Kind::CaptivePortal, dead(FailureReason::Tampered)),
+        (Kind::EndlessBody, dead(FailureReason::TooLarge)),
         (Kind::Honeypot, dead(FailureReason::Tampered)),
         (Kind::Refused, dead(FailureReason::Refused)),
         (

@@ -18,23 +18,10 @@ use proxyharvest::publish::Publisher;
 use proxyharvest_tests::farm::{self, Kind};
 use proxyharvest_tests::judge::{self, JudgeFormat, JudgeServer};
 use proxyharvest_tests::sources::{Route, SourcesServer};
-use proxyharvest_tests::stack::Stack;
+use proxyharvest_tests::stack::{Stack, assert_accounting, job_id as id};
 use serde_json::json;
 
 const JOB_LIMIT: Duration = Duration::from_secs(240);
-
-fn id(prefix: &str) -> JobId {
-    JobId::new(&format!("{prefix}-{:08x}", rand::random::<u32>())).unwrap()
-}
-
-fn assert_accounting(rec: &JobRecord) {
-    assert_eq!(
-        rec.tally.total(),
-        rec.scraped,
-        "accounting does not add up for {}: {rec:?}",
-        rec.job_id
-    );
-}
 
 fn spec(judge: &JudgeServer, timeout_ms: u64) -> CheckSpec {
     CheckSpec {
@@ -507,6 +494,7 @@ async fn hostile_sources_and_proxies_do_not_stop_a_job() {
         Kind::Honeypot,
         Kind::Garbage,
         Kind::CaptivePortal,
+        Kind::EndlessBody,
         Kind::Blackhole,
         Kind::Reset,
     ])

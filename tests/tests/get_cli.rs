@@ -268,7 +268,7 @@ async fn csv_goes_to_a_file_with_a_header_and_quoted_credentials() {
         csv.lines().next(),
         Some(
             "protocols,host,port,username,password,latency_ms,anonymity,exit_ip,last_checked,\
-             uptime,streak,checks,successes,first_seen"
+             uptime,streak,checks,successes,first_seen,country,asn"
         )
     );
     // Host and port are columns of their own: find our rows by them.

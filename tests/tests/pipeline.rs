@@ -13,24 +13,14 @@ use proxyharvest::proxy::{Protocol, ProtocolSet, Proxy};
 use proxyharvest_tests::farm::{self, Kind};
 use proxyharvest_tests::judge::{self, JudgeFormat};
 use proxyharvest_tests::sources::{Route, SourcesServer};
-use proxyharvest_tests::stack::Stack;
+use proxyharvest_tests::stack::{self, Stack, job_id as id};
 use serde_json::json;
 
 const JOB_LIMIT: Duration = Duration::from_secs(180);
 
-fn id(prefix: &str) -> JobId {
-    JobId::new(&format!("{prefix}-{:08x}", rand::random::<u32>())).unwrap()
-}
-
-/// `scraped = live + dead + unchecked + rejected`, for every job.
+/// The invariant, and every chunk counted.
 fn assert_accounting(rec: &JobRecord) {
-    assert_eq!(
-        rec.tally.total(),
-        rec.scraped,
-        "accounting does not add up for {}: {:?}",
-        rec.job_id,
-        rec
-    );
+    stack::assert_accounting(rec);
     assert_eq!(rec.chunks_done, rec.chunks_total, "{rec:?}");
 }
 

@@ -5,10 +5,13 @@
 //! died) finishes it. The merge itself is idempotent and the write conditional, so a rerun or a
 //! concurrent job loses nothing.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use tracing::Instrument;
 
+use crate::geo::GeoDb;
 use crate::job::{AggregateMessage, JobState, MessageError};
 use crate::list::CheckParams;
 use crate::pipeline::Services;
@@ -22,6 +25,10 @@ pub enum AggregateError {
     Table(#[from] crate::table::TableError),
     #[error(transparent)]
     Publish(#[from] crate::publish::PublishError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Geo(#[from] crate::geo::GeoError),
 }
 
 /// How long unchecked entries stay listed: the deployment's configuration (file defaults laid
@@ -30,6 +37,18 @@ pub fn max_age_from_config() -> Result<Duration, crate::config::ConfigError> {
     let mut cfg = crate::config::load(None)?;
     cfg.apply_env(std::env::vars())?;
     Ok(cfg.list.max_age)
+}
+
+/// The deployment's geolocation databases (`PROXYHARVEST_GEO_COUNTRY_DB`, `_ASN_DB`), loaded
+/// once at start-up and given to the publisher with [`crate::publish::Publisher::with_geo`];
+/// `None` when none is configured.
+/// An `s3://` database is read with `s3`, or a client from the standard AWS configuration.
+pub async fn geo_from_config(
+    s3: Option<&aws_sdk_s3::Client>,
+) -> Result<Option<Arc<GeoDb>>, AggregateError> {
+    let mut cfg = crate::config::load(None)?;
+    cfg.apply_env(std::env::vars())?;
+    Ok(crate::geo::load(&cfg.geo, s3).await?.map(Arc::new))
 }
 
 /// Handles a batch; returns the ids of the records that failed.
@@ -52,9 +71,18 @@ pub async fn process(
     body: &str,
 ) -> Result<(), AggregateError> {
     let msg = AggregateMessage::parse(body)?;
-    let job = &msg.job_id;
-    let span = tracing::info_span!("aggregate", job_id = %job);
-    let _enter = span.enter();
+    let span = tracing::info_span!("aggregate", job_id = %msg.job_id);
+    aggregate(services, max_age, &msg.job_id)
+        .instrument(span)
+        .await
+}
+
+/// Merges and finishes one job, inside its span.
+async fn aggregate(
+    services: &Services,
+    max_age: Duration,
+    job: &crate::job::JobId,
+) -> Result<(), AggregateError> {
     let rec = match services.table.begin_aggregation(job).await? {
         Aggregation::Go(rec) => rec,
         Aggregation::Final(rec) => {

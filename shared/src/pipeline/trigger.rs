@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tracing::Instrument;
 
 use crate::config::Config;
 use crate::job::{AggregateMessage, ChunkMessage, JobId, JobRecord, JobState, MESSAGE_VERSION};
@@ -223,7 +224,17 @@ pub async fn handle(services: &Services, event: Value) -> Result<TriggerResponse
         };
     let cfg = job_config(&req, deployed.as_deref(), d.allow_private)?;
     let span = tracing::info_span!("job", job_id = %job_id);
-    let _enter = span.enter();
+    start(services, job_id, cfg, now).instrument(span).await
+}
+
+/// Records, plans and queues one job, inside its span.
+async fn start(
+    services: &Services,
+    job_id: JobId,
+    cfg: Config,
+    now: SystemTime,
+) -> Result<TriggerResponse, TriggerError> {
+    let d = &services.deployment;
 
     // The job exists from the start, so a waiter sees it and a duplicate finds it.
     let provisional_deadline = now + Duration::from_secs(3600);

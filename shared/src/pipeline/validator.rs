@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use tokio::sync::Mutex;
+use tracing::Instrument;
 
 use crate::check::{CheckConfig, CheckError, Checker};
 use crate::job::{
@@ -169,7 +170,19 @@ pub async fn process(
 ) -> Result<(), ChunkError> {
     let msg = ChunkMessage::parse(body)?;
     let span = tracing::info_span!("chunk", job_id = %msg.job_id, chunk_id = %msg.chunk_id);
-    let _enter = span.enter();
+    process_chunk(services, checkers, msg, deadline)
+        .instrument(span)
+        .await
+}
+
+/// [`process`] for a parsed message, inside its job and chunk span, so that every log line
+/// carries both ids.
+async fn process_chunk(
+    services: &Services,
+    checkers: &Checkers,
+    msg: ChunkMessage,
+    deadline: SystemTime,
+) -> Result<(), ChunkError> {
     let job = &msg.job_id;
 
     let Some((rec, counted)) = services.table.chunk_status(job, &msg.chunk_id).await? else {

@@ -4,10 +4,11 @@
 //! real trigger, validators and aggregator in the local Lambda runtime, moto for the queues, the
 //! table and the bucket — and splits its end-to-end time (trigger invocation start → job final)
 //! into checking and orchestration:
-//! - checking: the sum over chunks of the time validators spent in the checking engine, from
-//!   their "chunk checked" log records (`elapsed_ms`). Those records carry no job id, so the bench
-//!   reads only the records written after it started, on a stack it has to itself, and proves the
-//!   attribution: the records must be one per chunk and their tallies must add up to the job's.
+//! - checking: the sum over chunks of the time validators spent checking, from their "chunk
+//!   checked" log records (`elapsed_ms`: the checking engine, plus the one write that stores the
+//!   chunk's results). Those records carry no job id, so the bench reads only the records
+//!   written after it started, on a stack it has to itself, and proves the attribution: the
+//!   records must be one per chunk and their tallies must add up to the job's.
 //! - the critical path: N validators check at once (the event source's `MaximumConcurrency`), so
 //!   checking alone needs sum / N of wall time. Overhead = end-to-end − sum / N, reported absolute
 //!   and as a share of the checking time (the issue's target: at most 5 %). Part of it is chunk
@@ -314,7 +315,7 @@ async fn follow(stack: &Stack, job: &JobId, start: Instant) -> Result<Progress, 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ChunkRecord {
     tally: Tally,
-    /// Time in the checking engine (not reading, storing or counting).
+    /// Checking and storing the results (not reading the job, counting or answering SQS).
     elapsed: Duration,
 }
 
