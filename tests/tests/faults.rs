@@ -392,11 +392,25 @@ async fn concurrent_publishers_never_lose_an_update() {
     }
 }
 
-/// 7. The aggregator dies after writing the list and before finishing the job: the redelivered
-///    aggregate message finishes it once, and the list counts the job's checks once.
+/// 7. The aggregator dies after reading and before writing the list: the redelivered aggregate
+///    message finishes the job once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "end-to-end: needs the local stack (make local-test)"]
+async fn an_aggregator_dead_before_writing_is_finished_by_the_redelivery() {
+    half_aggregated(false).await;
+}
+
+/// 7'. The aggregator dies after writing the list and before finishing the job: the redelivered
+///     message finishes it once, and the list counts the job's checks once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "end-to-end: needs the local stack (make local-test)"]
 async fn a_redelivered_aggregate_message_finishes_a_half_aggregated_job_once() {
+    half_aggregated(true).await;
+}
+
+/// Leaves a job as a crashed aggregator would — taken to `aggregating`, the list written or not —
+/// then delivers its aggregate message twice.
+async fn half_aggregated(wrote_list: bool) {
     let stack = Stack::from_env().await;
     let judge = judge::start(JudgeFormat::Own).await;
     let farm = farm::start(&[Kind::Elite]).await;
@@ -429,26 +443,28 @@ async fn a_redelivered_aggregate_message_finishes_a_half_aggregated_job_once() {
         .count_chunk(&job, "c00000", &tally, false)
         .await
         .unwrap();
-    // First aggregator: took the job to aggregating and wrote the list, then died.
+    // First aggregator: took the job to aggregating (and maybe wrote the list), then died.
     assert!(matches!(
         stack.table.begin_aggregation(&job).await.unwrap(),
         proxyharvest::table::Aggregation::Go(_)
     ));
-    let params = CheckParams {
-        judge: judge.url().to_string(),
-        timeout_ms: 4000,
-        connect_timeout_ms: 1000,
-    };
-    stack
-        .publisher
-        .publish(
-            &stored,
-            &params,
-            Some(job.as_str()),
-            Duration::from_secs(3600),
-        )
-        .await
-        .unwrap();
+    if wrote_list {
+        let params = CheckParams {
+            judge: judge.url().to_string(),
+            timeout_ms: 4000,
+            connect_timeout_ms: 1000,
+        };
+        stack
+            .publisher
+            .publish(
+                &stored,
+                &params,
+                Some(job.as_str()),
+                Duration::from_secs(3600),
+            )
+            .await
+            .unwrap();
+    }
     // The message comes back (twice, even): the job ends once.
     let body = serde_json::to_string(&AggregateMessage {
         v: MESSAGE_VERSION,
