@@ -546,35 +546,20 @@ impl JobTable {
         since: SystemTime,
         limit: usize,
     ) -> Result<Vec<JobId>, TableError> {
-        let mut ids = Vec::new();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        let query = self
+            .client
+            .query()
+            .table_name(&self.name)
+            .key_condition_expression("pk = :pk AND sk >= :since")
+            .expression_attribute_values(":pk", s(INDEX))
+            .expression_attribute_values(":since", s(format!("{:012}", unix_secs(since))))
+            .scan_index_forward(false);
         let any = JobId::new("index").expect("valid");
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.name)
-                .key_condition_expression("pk = :pk AND sk >= :since")
-                .expression_attribute_values(":pk", s(INDEX))
-                .expression_attribute_values(":since", s(format!("{:012}", unix_secs(since))))
-                .scan_index_forward(false)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(sdk_err("Query(index)", &any))?;
-            for item in page.items() {
-                if let Some(id) = get_s(item, "job_id").and_then(|j| JobId::new(j).ok()) {
-                    ids.push(id);
-                    if ids.len() >= limit {
-                        return Ok(ids);
-                    }
-                }
-            }
-            match page.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok(ids),
-            }
-        }
+        let items = query_pages(query, "Query(index)", &any, limit).await?;
+        Ok(items
+            .iter()
+            .filter_map(|item| get_s(item, "job_id").and_then(|j| JobId::new(j).ok()))
+            .collect())
     }
 
     /// A stalled job -> `aggregating`, marked as expiring: proxies of chunks never counted are
@@ -616,34 +601,23 @@ impl JobTable {
 
     /// Every stored result of the job's chunks.
     pub async fn load_results(&self, job: &JobId) -> Result<Vec<CheckResult>, TableError> {
+        let query = self
+            .client
+            .query()
+            .table_name(&self.name)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", pk(job))
+            .expression_attribute_values(":prefix", s("RESULT#"))
+            .consistent_read(true);
         let mut out = Vec::new();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.name)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                .expression_attribute_values(":pk", pk(job))
-                .expression_attribute_values(":prefix", s("RESULT#"))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(sdk_err("Query(results)", job))?;
-            for item in page.items() {
-                let json = get_s(item, "results").unwrap_or("[]");
-                let mut chunk: Vec<CheckResult> =
-                    serde_json::from_str(json).map_err(|e| TableError::Corrupt {
-                        job: job.to_string(),
-                        message: format!("results item: {e}"),
-                    })?;
-                out.append(&mut chunk);
-            }
-            match page.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => break,
-            }
+        for item in query_pages(query, "Query(results)", job, usize::MAX).await? {
+            let json = get_s(&item, "results").unwrap_or("[]");
+            let mut chunk: Vec<CheckResult> =
+                serde_json::from_str(json).map_err(|e| TableError::Corrupt {
+                    job: job.to_string(),
+                    message: format!("results item: {e}"),
+                })?;
+            out.append(&mut chunk);
         }
         Ok(out)
     }
@@ -681,6 +655,34 @@ impl JobTable {
             Ok(_) => Ok(true),
             Err(e) if is_condition_failure(&e) => Ok(false),
             Err(e) => Err(sdk_err("UpdateItem(fail)", job)(e)),
+        }
+    }
+}
+
+/// Every item a query matches, page after page, up to `limit`.
+async fn query_pages(
+    query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+    op: &'static str,
+    job: &JobId,
+    limit: usize,
+) -> Result<Vec<HashMap<String, AttributeValue>>, TableError> {
+    let mut items = Vec::new();
+    let mut start: Option<HashMap<String, AttributeValue>> = None;
+    loop {
+        let page = query
+            .clone()
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .map_err(sdk_err(op, job))?;
+        items.extend(page.items.unwrap_or_default());
+        if items.len() >= limit {
+            items.truncate(limit);
+            return Ok(items);
+        }
+        match page.last_evaluated_key {
+            Some(k) if !k.is_empty() => start = Some(k),
+            _ => return Ok(items),
         }
     }
 }

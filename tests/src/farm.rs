@@ -119,6 +119,19 @@ impl Farm {
             .collect()
     }
 
+    /// The farm as a source list serves it: one canonical line per proxy.
+    pub fn list_text(&self) -> String {
+        self.proxies()
+            .iter()
+            .map(|(_, p)| format!("{p}\n"))
+            .collect()
+    }
+
+    /// Just the proxies, in farm order.
+    pub fn plain_proxies(&self) -> Vec<Proxy> {
+        self.proxies().into_iter().map(|(_, p)| p).collect()
+    }
+
     /// The address of the `i`-th proxy (in the order given to [`start`]).
     pub fn endpoint(&self, i: usize) -> SocketAddr {
         self.members[i].1

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_lambda::primitives::Blob;
 use proxyharvest::bucket::Bucket;
-use proxyharvest::job::{JobId, JobRecord};
+use proxyharvest::job::{CheckSpec, ChunkMessage, JobId, JobRecord, MESSAGE_VERSION};
 use proxyharvest::pipeline::trigger::TriggerResponse;
+use proxyharvest::proxy::Proxy;
 use proxyharvest::publish::Publisher;
 use proxyharvest::table::JobTable;
 use serde_json::Value;
@@ -115,6 +116,50 @@ impl Stack {
             );
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
+    }
+
+    /// Records a job in `checking` with `chunks` chunks, as the trigger would, without sending
+    /// them (tests send their own chunk messages).
+    pub async fn start_checking_job(
+        &self,
+        job: &JobId,
+        chunks: u64,
+        scraped: u64,
+        deadline: std::time::SystemTime,
+        judge: &url::Url,
+    ) {
+        let now = std::time::SystemTime::now();
+        self.table
+            .create_job(job, now, deadline)
+            .await
+            .expect("create the job");
+        let plan = proxyharvest::plan::plan(&proxyharvest::plan::PlanInput {
+            proxies: scraped as usize,
+            function_timeout: Duration::from_secs(20),
+            safety_margin: Duration::from_secs(5),
+            worst_case_check: Duration::from_secs(4),
+            concurrency: 2,
+        })
+        .expect("a plan");
+        let params = proxyharvest::list::CheckParams {
+            judge: judge.to_string(),
+            timeout_ms: 4000,
+            connect_timeout_ms: 1000,
+        };
+        self.table
+            .start_checking(
+                job,
+                &proxyharvest::table::Checking {
+                    plan: &plan,
+                    chunks_total: chunks,
+                    scraped,
+                    deadline_at: deadline,
+                    check: &params,
+                    sources: &[],
+                },
+            )
+            .await
+            .expect("start checking");
     }
 
     /// Sends a raw body to the chunk queue (for duplicate and poison-message tests).
@@ -280,6 +325,32 @@ pub fn machine_summary() -> String {
         kernel.trim(),
         mem_kib as f64 / 1024.0 / 1024.0
     )
+}
+
+/// Check settings for chunks checked on loopback: private targets allowed, 2 checks at once.
+pub fn loopback_spec(judge: &url::Url, timeout_ms: u64) -> CheckSpec {
+    CheckSpec {
+        judge: judge.to_string(),
+        judge_https: None,
+        judge_ca_pem: None,
+        timeout_ms,
+        connect_timeout_ms: 1000,
+        max_response_bytes: 32 * 1024,
+        concurrency: 2,
+        allow_private: true,
+    }
+}
+
+/// A chunk message, as the trigger sends it.
+pub fn chunk_body(job: &JobId, chunk_id: &str, spec: &CheckSpec, proxies: &[Proxy]) -> String {
+    serde_json::to_string(&ChunkMessage {
+        v: MESSAGE_VERSION,
+        job_id: job.clone(),
+        chunk_id: chunk_id.into(),
+        check: spec.clone(),
+        proxies: proxies.to_vec(),
+    })
+    .expect("a chunk serializes")
 }
 
 /// A fresh job id with a recognisable prefix.

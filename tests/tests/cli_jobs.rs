@@ -26,11 +26,7 @@ fn text(b: &[u8]) -> String {
 async fn run_waits_for_the_job_and_status_and_jobs_report_it() {
     let judge = judge::start(JudgeFormat::Own).await;
     let farm = farm::start(&[Kind::Elite, Kind::Socks5, Kind::Refused]).await;
-    let list: String = farm
-        .proxies()
-        .iter()
-        .map(|(_, p)| format!("{p}\n"))
-        .collect();
+    let list: String = farm.list_text();
     let sources = SourcesServer::start(vec![
         ("/l.txt".into(), Route::text(list)),
         ("/gone".into(), Route::Status(404)),
@@ -100,11 +96,7 @@ async fn run_waits_for_the_job_and_status_and_jobs_report_it() {
 async fn too_few_live_proxies_has_its_own_exit_code() {
     let judge = judge::start(JudgeFormat::Own).await;
     let farm = farm::start(&[Kind::Elite, Kind::Garbage]).await;
-    let list: String = farm
-        .proxies()
-        .iter()
-        .map(|(_, p)| format!("{p}\n"))
-        .collect();
+    let list: String = farm.list_text();
     let sources = SourcesServer::start(vec![("/l.txt".into(), Route::text(list))]).await;
     let (src, judge_url) = (sources.url("/l.txt"), judge.url().to_string());
     let out = cli(&[

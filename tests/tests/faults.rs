@@ -7,90 +7,20 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime};
 
 use proxyharvest::bucket::Bucket;
-use proxyharvest::job::{
-    AggregateMessage, CheckSpec, ChunkMessage, JobId, JobRecord, JobState, MESSAGE_VERSION,
-};
+use proxyharvest::job::{AggregateMessage, JobRecord, JobState, MESSAGE_VERSION};
 use proxyharvest::list::CheckParams;
 use proxyharvest::outcome::{Alive, Anonymity, CheckResult, Outcome, Timings};
-use proxyharvest::plan::{Plan, PlanInput};
 use proxyharvest::proxy::{Protocol, ProtocolSet, Proxy};
 use proxyharvest::publish::Publisher;
 use proxyharvest_tests::farm::{self, Kind};
-use proxyharvest_tests::judge::{self, JudgeFormat, JudgeServer};
+use proxyharvest_tests::judge::{self, JudgeFormat};
 use proxyharvest_tests::sources::{Route, SourcesServer};
-use proxyharvest_tests::stack::{Stack, assert_accounting, job_id as id};
+use proxyharvest_tests::stack::{
+    Stack, assert_accounting, chunk_body, job_id as id, loopback_spec,
+};
 use serde_json::json;
 
 const JOB_LIMIT: Duration = Duration::from_secs(240);
-
-fn spec(judge: &JudgeServer, timeout_ms: u64) -> CheckSpec {
-    CheckSpec {
-        judge: judge.url().to_string(),
-        judge_https: None,
-        judge_ca_pem: None,
-        timeout_ms,
-        connect_timeout_ms: 1000,
-        max_response_bytes: 32 * 1024,
-        concurrency: 2,
-        allow_private: true,
-    }
-}
-
-/// Records a job in `checking` with `chunks` chunks, as the trigger would, without sending them.
-async fn checking_job(
-    stack: &Stack,
-    job: &JobId,
-    chunks: u64,
-    scraped: u64,
-    deadline: SystemTime,
-    judge: &JudgeServer,
-) {
-    let now = SystemTime::now();
-    stack.table.create_job(job, now, deadline).await.unwrap();
-    let plan: Plan = proxyharvest::plan::plan(&PlanInput {
-        proxies: scraped as usize,
-        function_timeout: Duration::from_secs(20),
-        safety_margin: Duration::from_secs(5),
-        worst_case_check: Duration::from_secs(4),
-        concurrency: 2,
-    })
-    .unwrap();
-    let params = CheckParams {
-        judge: judge.url().to_string(),
-        timeout_ms: 4000,
-        connect_timeout_ms: 1000,
-    };
-    stack
-        .table
-        .start_checking(
-            job,
-            &proxyharvest::table::Checking {
-                plan: &plan,
-                chunks_total: chunks,
-                scraped,
-                deadline_at: deadline,
-                check: &params,
-                sources: &[],
-            },
-        )
-        .await
-        .unwrap();
-}
-
-fn chunk_body(job: &JobId, chunk_id: &str, spec: &CheckSpec, proxies: &[Proxy]) -> String {
-    serde_json::to_string(&ChunkMessage {
-        v: MESSAGE_VERSION,
-        job_id: job.clone(),
-        chunk_id: chunk_id.into(),
-        check: spec.clone(),
-        proxies: proxies.to_vec(),
-    })
-    .unwrap()
-}
-
-fn proxies(farm: &farm::Farm) -> Vec<Proxy> {
-    farm.proxies().into_iter().map(|(_, p)| p).collect()
-}
 
 fn timed_out(status: &serde_json::Value, function: &str) -> u64 {
     status["functions"][function]["invocations_timed_out"]
@@ -117,21 +47,21 @@ async fn a_killed_validator_s_chunk_comes_back_and_is_counted_once() {
     ])
     .await;
     let job = id("fault-kill");
-    checking_job(
-        &stack,
-        &job,
-        1,
-        2,
-        SystemTime::now() + Duration::from_secs(900),
-        &judge,
-    )
-    .await;
+    stack
+        .start_checking_job(
+            &job,
+            1,
+            2,
+            SystemTime::now() + Duration::from_secs(900),
+            &judge.url(),
+        )
+        .await;
     stack
         .send_chunk_body(&chunk_body(
             &job,
             "c00000",
-            &spec(&judge, 4000),
-            &proxies(&farm),
+            &loopback_spec(&judge.url(), 4000),
+            &farm.plain_proxies(),
         ))
         .await;
     // Wait until a validator has the chunk (the farm sees its connections), then kill it.
@@ -174,18 +104,18 @@ async fn a_poison_chunk_ends_its_job_complete_partial() {
         .collect();
     let job = id("fault-poison");
     let scraped = (oversized.len() + 2) as u64;
-    checking_job(
-        &stack,
-        &job,
-        2,
-        scraped,
-        SystemTime::now() + Duration::from_secs(900),
-        &judge,
-    )
-    .await;
-    let spec = spec(&judge, 4000);
     stack
-        .send_chunk_body(&chunk_body(&job, "c00000", &spec, &proxies(&farm)))
+        .start_checking_job(
+            &job,
+            2,
+            scraped,
+            SystemTime::now() + Duration::from_secs(900),
+            &judge.url(),
+        )
+        .await;
+    let spec = loopback_spec(&judge.url(), 4000);
+    stack
+        .send_chunk_body(&chunk_body(&job, "c00000", &spec, &farm.plain_proxies()))
         .await;
     stack
         .send_chunk_body(&chunk_body(&job, "c00001", &spec, &oversized))
@@ -224,22 +154,22 @@ async fn a_chunk_too_big_for_its_deadline_continues_instead_of_timing_out() {
     ];
     let farm = farm::start(&kinds).await;
     let job = id("fault-cont");
-    checking_job(
-        &stack,
-        &job,
-        1,
-        kinds.len() as u64,
-        SystemTime::now() + Duration::from_secs(900),
-        &judge,
-    )
-    .await;
+    stack
+        .start_checking_job(
+            &job,
+            1,
+            kinds.len() as u64,
+            SystemTime::now() + Duration::from_secs(900),
+            &judge.url(),
+        )
+        .await;
     let before = timed_out(&stack.runtime_status().await, &validator);
     stack
         .send_chunk_body(&chunk_body(
             &job,
             "c00000",
-            &spec(&judge, 4000),
-            &proxies(&farm),
+            &loopback_spec(&judge.url(), 4000),
+            &farm.plain_proxies(),
         ))
         .await;
     let rec = stack.wait_final(&job, JOB_LIMIT).await;
@@ -266,13 +196,15 @@ async fn a_stalled_job_is_expired_by_the_sweep_and_its_results_are_merged() {
     let farm = farm::start(&[Kind::Elite]).await;
     let job = id("fault-expire");
     // Two chunks planned, one ever sent: the job can never complete on its own.
-    checking_job(&stack, &job, 2, 3, SystemTime::now(), &judge).await;
+    stack
+        .start_checking_job(&job, 2, 3, SystemTime::now(), &judge.url())
+        .await;
     stack
         .send_chunk_body(&chunk_body(
             &job,
             "c00000",
-            &spec(&judge, 4000),
-            &proxies(&farm),
+            &loopback_spec(&judge.url(), 4000),
+            &farm.plain_proxies(),
         ))
         .await;
     let start = Instant::now();
@@ -415,23 +347,24 @@ async fn half_aggregated(wrote_list: bool) {
     let judge = judge::start(JudgeFormat::Own).await;
     let farm = farm::start(&[Kind::Elite]).await;
     let job = id("fault-agg");
-    checking_job(
-        &stack,
-        &job,
-        1,
-        1,
-        SystemTime::now() + Duration::from_secs(900),
-        &judge,
-    )
-    .await;
+    stack
+        .start_checking_job(
+            &job,
+            1,
+            1,
+            SystemTime::now() + Duration::from_secs(900),
+            &judge.url(),
+        )
+        .await;
     // The chunk is checked and counted, as a validator would, but the aggregate message is held
     // back: it is what a crashed aggregator leaves behind.
     let checker = proxyharvest::check::Checker::new(
-        proxyharvest::pipeline::validator::check_config(&spec(&judge, 4000)).unwrap(),
+        proxyharvest::pipeline::validator::check_config(&loopback_spec(&judge.url(), 4000))
+            .unwrap(),
     )
     .await
     .unwrap();
-    let results = checker.check_all(proxies(&farm), None, |_| {}).await;
+    let results = checker.check_all(farm.plain_proxies(), None, |_| {}).await;
     let stored = stack
         .table
         .store_results(&job, "c00000", &results)

@@ -208,11 +208,7 @@ fn text(b: &[u8]) -> String {
 async fn scan_geolocates_exit_addresses_and_get_output_shows_them() {
     let judge = judge::start(JudgeFormat::Own).await;
     let farm = farm::start(&[Kind::Elite, Kind::Socks5]).await;
-    let list: String = farm
-        .proxies()
-        .iter()
-        .map(|(_, p)| format!("{p}\n"))
-        .collect();
+    let list: String = farm.list_text();
     let sources = SourcesServer::start(vec![("/l.txt".into(), Route::text(list))]).await;
     let dir = temp_dir("scan");
     let country_path = write(&dir, "GeoLite2-Country.mmdb", &country_db());

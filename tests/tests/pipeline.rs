@@ -6,14 +6,14 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, SystemTime};
 
-use proxyharvest::job::{ChunkMessage, JobId, JobRecord, JobState, MESSAGE_VERSION};
+use proxyharvest::job::{JobId, JobRecord, JobState};
 use proxyharvest::list::PublishedList;
 use proxyharvest::outcome::Anonymity;
 use proxyharvest::proxy::{Protocol, ProtocolSet, Proxy};
 use proxyharvest_tests::farm::{self, Kind};
 use proxyharvest_tests::judge::{self, JudgeFormat};
 use proxyharvest_tests::sources::{Route, SourcesServer};
-use proxyharvest_tests::stack::{self, Stack, job_id as id};
+use proxyharvest_tests::stack::{self, Stack, chunk_body, job_id as id, loopback_spec};
 use serde_json::json;
 
 const JOB_LIMIT: Duration = Duration::from_secs(180);
@@ -34,13 +34,6 @@ fn ours(list: &PublishedList, farm: &farm::Farm) -> BTreeMap<u16, proxyharvest::
         })
         .map(|p| (p.port.get(), p.clone()))
         .collect()
-}
-
-fn lines(proxies: &[(Kind, Proxy)]) -> String {
-    proxies
-        .iter()
-        .map(|(_, p)| format!("{p}\n"))
-        .collect::<String>()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -73,7 +66,7 @@ async fn a_job_runs_from_trigger_to_the_published_list() {
     let bulk = farm::start_many(Kind::Elite, 90).await;
     let judge = judge::start(JudgeFormat::Own).await;
     let (tls_judge, ca) = judge::start_tls(JudgeFormat::Own).await;
-    let mut list = lines(&special.proxies()) + &lines(&bulk.proxies());
+    let mut list = special.list_text() + &bulk.list_text();
     // Hostile entries: the metadata address and junk.
     list += "169.254.169.254:80\nhttp://0.0.0.0:8080\nnot a proxy 12\n1.2.3.4:0\n";
     let sources = SourcesServer::start(vec![("/list.txt".into(), Route::text(list))]).await;
@@ -177,8 +170,8 @@ async fn a_second_job_merges_into_the_list() {
     let first = farm::start(&[Kind::Elite, Kind::Socks5]).await;
     let second = farm::start(&[Kind::Elite, Kind::Socks4]).await;
     let sources = SourcesServer::start(vec![
-        ("/a.txt".into(), Route::text(lines(&first.proxies()))),
-        ("/b.txt".into(), Route::text(lines(&second.proxies()))),
+        ("/a.txt".into(), Route::text(first.list_text())),
+        ("/b.txt".into(), Route::text(second.list_text())),
     ])
     .await;
     let run = |path: &str, job: &JobId| {
@@ -228,62 +221,19 @@ async fn a_duplicated_chunk_is_counted_once() {
     let stack = Stack::from_env().await;
     let judge = judge::start(JudgeFormat::Azenv).await;
     let farm = farm::start(&[Kind::Elite, Kind::Refused, Kind::Socks5]).await;
-    let proxies: Vec<Proxy> = farm.proxies().into_iter().map(|(_, p)| p).collect();
+    let proxies: Vec<Proxy> = farm.plain_proxies();
     let job = id("e2e-dup");
-    let now = SystemTime::now();
     stack
-        .table
-        .create_job(&job, now, now + Duration::from_secs(600))
-        .await
-        .unwrap();
-    let plan = proxyharvest::plan::plan(&proxyharvest::plan::PlanInput {
-        proxies: proxies.len(),
-        function_timeout: Duration::from_secs(120),
-        safety_margin: Duration::from_secs(15),
-        worst_case_check: Duration::from_secs(4),
-        concurrency: 2,
-    })
-    .unwrap();
-    let params = proxyharvest::list::CheckParams {
-        judge: judge.url().to_string(),
-        timeout_ms: 4000,
-        connect_timeout_ms: 1000,
-    };
-    stack
-        .table
-        .start_checking(
+        .start_checking_job(
             &job,
-            &proxyharvest::table::Checking {
-                plan: &plan,
-                chunks_total: 2,
-                scraped: proxies.len() as u64,
-                deadline_at: now + Duration::from_secs(600),
-                check: &params,
-                sources: &[],
-            },
+            2,
+            proxies.len() as u64,
+            SystemTime::now() + Duration::from_secs(600),
+            &judge.url(),
         )
-        .await
-        .unwrap();
-    let spec = proxyharvest::job::CheckSpec {
-        judge: judge.url().to_string(),
-        judge_https: None,
-        judge_ca_pem: None,
-        timeout_ms: 4000,
-        connect_timeout_ms: 1000,
-        max_response_bytes: 32 * 1024,
-        concurrency: 2,
-        allow_private: true,
-    };
-    let chunk = |chunk_id: &str, proxies: &[Proxy]| {
-        serde_json::to_string(&ChunkMessage {
-            v: MESSAGE_VERSION,
-            job_id: job.clone(),
-            chunk_id: chunk_id.into(),
-            check: spec.clone(),
-            proxies: proxies.to_vec(),
-        })
-        .unwrap()
-    };
+        .await;
+    let spec = loopback_spec(&judge.url(), 4000);
+    let chunk = |chunk_id: &str, proxies: &[Proxy]| chunk_body(&job, chunk_id, &spec, proxies);
     let c0 = chunk("c00000", &proxies[..2]);
     let c1 = chunk("c00001", &proxies[2..]);
     // The same chunk twice at once, then the other one.
@@ -306,7 +256,7 @@ async fn malformed_messages_are_dead_lettered_while_jobs_complete() {
     let judge = judge::start(JudgeFormat::Own).await;
     let farm = farm::start(&[Kind::Elite]).await;
     let sources =
-        SourcesServer::start(vec![("/l.txt".into(), Route::text(lines(&farm.proxies())))]).await;
+        SourcesServer::start(vec![("/l.txt".into(), Route::text(farm.list_text()))]).await;
     let marker = format!("poison-{:08x}", rand::random::<u32>());
     stack.send_chunk_body(&format!("not json {marker}")).await;
     stack

@@ -182,11 +182,7 @@ async fn bench(o: Options) -> Result<(), BenchError> {
     let refused = kinds.iter().filter(|k| **k == Kind::Refused).count();
     let farm = farm::start(&kinds).await;
     let judge = judge::start(JudgeFormat::Own).await;
-    let list: String = farm
-        .proxies()
-        .iter()
-        .map(|(_, p)| format!("{p}\n"))
-        .collect();
+    let list: String = farm.list_text();
     let sources = SourcesServer::start(vec![("/farm.txt".into(), Route::text(list))]).await;
     let config = stack::loopback_config(
         &[sources.url("/farm.txt")],
